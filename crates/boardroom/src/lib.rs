@@ -1,0 +1,1 @@
+//! Boardroom service library.

@@ -1,0 +1,2 @@
+//! The `boardroom` binary.
+fn main() {}

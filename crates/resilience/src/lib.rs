@@ -1,0 +1,1 @@
+//! Resilience layers for `tower` services.
