@@ -1,1 +1,26 @@
-//! Resilience layers for `tower` services.
+//! Resilience layers for any [`tower::Service`]: a circuit breaker, a
+//! concurrency limit with a bounded wait queue, retries with backoff and a
+//! budget, a tagged single-flight cache, RED metrics and performance budgets.
+//!
+//! Each layer lives in its own module and is named in threes, as tower does:
+//! `BreakerLayer` builds `Breaker<S>`, whose calls return a
+//! `breaker::ResponseFuture`. Every layer's shared state is created when the
+//! layer is built, so `Layer::layer` may be called any number of times (axum
+//! does) and every copy shares one state. [`stack`] composes the layers for
+//! a named service from one config value; [`registry`] holds every named
+//! handle for stats, health and admin actions.
+#![forbid(unsafe_code)]
+
+pub mod breaker;
+pub mod budget;
+pub mod cache;
+pub mod classify;
+pub mod concurrency;
+pub mod metrics;
+pub mod registry;
+pub mod retry;
+pub mod stack;
+
+/// The error type every layer here returns: the inner service's error, or one
+/// of the layer's own (downcast to find which).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

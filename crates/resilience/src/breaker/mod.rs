@@ -1,0 +1,1 @@
+//! breaker layer (under construction).

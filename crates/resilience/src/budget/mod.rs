@@ -1,0 +1,1 @@
+//! budget layer (under construction).

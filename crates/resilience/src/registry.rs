@@ -1,0 +1,1 @@
+//! Registry of named layer handles (under construction).

@@ -1,0 +1,1 @@
+//! retry layer (under construction).

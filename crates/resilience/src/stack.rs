@@ -1,0 +1,1 @@
+//! Per-service stack composition (under construction).
