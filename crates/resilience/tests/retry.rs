@@ -464,9 +464,11 @@ async fn a_full_queue_below_is_retried_after_its_hint() {
     busy.await.unwrap().unwrap();
 
     // Told to wait longer than max_delay: the QueueFull comes back at once.
-    let mut config = RetryConfig::default();
-    config.max_delay = Duration::from_millis(500);
-    config.base_delay = Duration::from_millis(100);
+    let config = RetryConfig {
+        max_delay: Duration::from_millis(500),
+        base_delay: Duration::from_millis(100),
+        ..RetryConfig::default()
+    };
     let impatient = RetryLayer::new("db2", config)
         .unwrap()
         .layer(limited.clone());
