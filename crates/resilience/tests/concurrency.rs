@@ -440,3 +440,20 @@ fn admitting_without_waiting_allocates_nothing() {
     });
     assert_eq!(info.count_total, 0, "{info:?}");
 }
+
+#[test]
+fn service_and_future_fit_under_axum() {
+    fn send_sync_clone<T: Send + Sync + Clone + 'static>(_: &T) {}
+    fn send<T: Send + 'static>(_: &T) {}
+    let layer = ConcurrencyLimitLayer::new("axum", config(1, 1)).unwrap();
+    let mut service = layer.layer(service_fn(|n: u64| {
+        std::future::ready(Ok::<_, Infallible>(n))
+    }));
+    send_sync_clone(&service);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    send(&service.call(1));
+}

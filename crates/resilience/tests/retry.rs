@@ -530,3 +530,18 @@ fn the_success_path_allocates_nothing() {
     assert_eq!(info.count_total, 0, "{info:?}");
     assert_eq!(calls.load(Ordering::Relaxed), 1_001);
 }
+
+#[test]
+fn service_and_future_fit_under_axum() {
+    fn send_sync_clone<T: Send + Sync + Clone + 'static>(_: &T) {}
+    fn send<T: Send + 'static>(_: &T) {}
+    let layer = RetryLayer::new("axum", RetryConfig::default())
+        .unwrap()
+        .with_classifier(HttpStatus)
+        .with_replay(IdempotentHttp);
+    let mut service = layer.layer(service_fn(|_: http::Request<String>| {
+        std::future::ready(Ok::<_, Infallible>(http_response(200, None)))
+    }));
+    send_sync_clone(&service);
+    send(&service.call(get().map(|()| String::new())));
+}

@@ -166,9 +166,11 @@ where
 }
 
 fn shared_call(shared: &Shared) {
-    shared
+    let calls = shared
         .stats
         .calls
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    shared.budget.deposit();
+    shared
+        .budget
+        .deposit(calls % super::budget::REFRESH_EVERY == 0);
 }
