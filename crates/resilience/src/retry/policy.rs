@@ -172,5 +172,5 @@ fn shared_call(shared: &Shared) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shared
         .budget
-        .deposit(calls % super::budget::REFRESH_EVERY == 0);
+        .deposit(calls.is_multiple_of(super::budget::REFRESH_EVERY));
 }
