@@ -86,7 +86,7 @@ async fn retries_up_to_attempts_then_returns_the_last_error() {
     assert_eq!(error.to_string(), "third");
     assert!(handle.poll_request().is_pending(), "a fourth try was sent");
     let snapshot = stats.snapshot();
-    assert_eq!(snapshot.calls, 1);
+    assert_eq!(snapshot.budget_window_calls, 1);
     assert_eq!(snapshot.retries, 2);
     assert_eq!(snapshot.exhausted_attempts, 1);
 }
@@ -208,7 +208,7 @@ async fn budget_caps_retries_at_the_ratio_across_copies() {
         task.await.unwrap();
     }
     let snapshot = stats.snapshot();
-    assert_eq!(snapshot.calls, 1_000);
+    assert_eq!(snapshot.budget_window_calls, 1_000);
     // 10% of 1000 calls, plus 1 per second over the 10 s window.
     assert_eq!(snapshot.retries, 110);
     assert_eq!(failing.count(), 1_110);

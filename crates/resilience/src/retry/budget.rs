@@ -8,9 +8,9 @@
 //! themselves. A withdrawal re-checks the sums if another retry raced it, so
 //! concurrent callers cannot overdraw the budget together.
 //!
-//! Reading the clock is not cheap (about 300 ns on a sandboxed VM), so a call
-//! is counted in a cached slot number that is refreshed from the clock every
-//! [`REFRESH_EVERY`] calls and on every withdrawal. Under light traffic a call
+//! The call path does not read the clock: a call is counted in a cached slot
+//! number, refreshed from the clock on the first and every
+//! [`REFRESH_EVERY`]th call of a slot and on every withdrawal. Under light traffic a call
 //! may so be counted in an older slot than its own: it leaves the window
 //! early, which can only lower the budget, never raise it.
 
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::config::RetryBudgetConfig;
 
 const SLOTS: usize = 10;
-/// Calls between two clock reads on the call path.
+/// Calls of one slot between two clock reads on the call path.
 pub(crate) const REFRESH_EVERY: u64 = 32;
 const COUNT_BITS: u32 = 32;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
@@ -86,26 +86,28 @@ impl RetryBudget {
             .max(epoch)
     }
 
-    /// Counts one call; `read_clock` refreshes the cached slot number first.
-    pub(crate) fn deposit(&self, read_clock: bool) {
-        let epoch = if read_clock {
-            self.current_epoch()
-        } else {
-            self.cached_epoch.load(Ordering::Acquire)
-        };
-        let epoch = epoch & EPOCH_MASK;
+    /// Counts one call, in the cached slot; every [`REFRESH_EVERY`]th call
+    /// of a slot reads the clock to move the cache on.
+    pub(crate) fn deposit(&self) {
+        let epoch = self.cached_epoch.load(Ordering::Acquire) & EPOCH_MASK;
         let slot = &self.calls[epoch as usize % SLOTS];
+        let mut counted = 0;
         let _ = slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |value| {
             let (stored, count) = unpack(value);
             let newer = stored.wrapping_sub(epoch) & EPOCH_MASK;
-            Some(if newer < SLOTS as u64 {
+            let next = if newer < SLOTS as u64 {
                 // This slot, or a newer one a faster caller already moved
                 // it to: count the call there rather than wipe the slot.
                 pack(stored, count + 1)
             } else {
                 pack(epoch, 1)
-            })
+            };
+            counted = unpack(next).1;
+            Some(next)
         });
+        if counted % REFRESH_EVERY == 1 {
+            self.current_epoch();
+        }
     }
 
     /// Takes one retry from the budget, if the window allows it.
@@ -194,7 +196,7 @@ mod tests {
     async fn ratio_below_one_holds() {
         let budget = budget(0.1, 0);
         for _ in 0..1_000 {
-            budget.deposit(true);
+            budget.deposit();
         }
         let granted = (0..1_000).filter(|_| budget.withdraw()).count();
         assert_eq!(granted, 100);
@@ -211,7 +213,7 @@ mod tests {
     async fn old_calls_leave_the_window() {
         let budget = budget(0.5, 0);
         for _ in 0..100 {
-            budget.deposit(true);
+            budget.deposit();
         }
         assert_eq!(budget.available(), 50);
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -225,7 +227,7 @@ mod tests {
     fn concurrent_withdrawals_do_not_overdraw() {
         let budget = std::sync::Arc::new(budget(0.1, 0));
         for _ in 0..1_000 {
-            budget.deposit(true);
+            budget.deposit();
         }
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -249,18 +251,20 @@ mod cached_clock_tests {
             min_per_second: 0,
             window: Duration::from_secs(10),
         });
-        budget.deposit(true);
+        budget.deposit();
         tokio::time::advance(Duration::from_secs(8)).await;
-        // Counted in the slot of t = 0 (the cache was not refreshed).
+        // Counted in the slot of t = 0: the cache is refreshed on the first
+        // and every 32nd call of a slot, not on these.
         for _ in 0..10 {
-            budget.deposit(false);
+            budget.deposit();
         }
         assert_eq!(budget.available(), 11);
         tokio::time::advance(Duration::from_secs(3)).await;
         // Gone with t = 0's slot, two seconds early: the budget only shrank.
         assert_eq!(budget.available(), 0);
-        // A refreshed call lands in its own slot.
-        budget.deposit(true);
+        // Reading the clock (as a withdrawal or `available` does) moves the
+        // cache on: the next call lands in its own slot.
+        budget.deposit();
         tokio::time::advance(Duration::from_secs(9)).await;
         assert_eq!(budget.available(), 1);
     }
