@@ -1,12 +1,13 @@
 //! Cost of the retry layer's success path around a ready no-op service,
-//! against a bare service and tower's `Retry` with a trivial policy (clone
-//! the request, never retry).
+//! against a bare service, tower's `Retry` with a trivial policy (clone the
+//! request, never retry) and tower's `Retry` with a policy that deposits
+//! into a shared `TpsBudget` (what a budgeted policy on tower costs).
 //!
 //! `single`: one caller, each call polled to completion in place.
 //! `contended`: 4 tasks on a 2-worker runtime share one retry budget.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::{convert::Infallible, future::Ready, time::Duration};
+use std::{convert::Infallible, future::Ready, sync::Arc, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
@@ -33,6 +34,37 @@ impl<Res, E> tower::retry::Policy<u64, Res, E> for NeverRetry {
     fn clone_request(&mut self, request: &u64) -> Option<u64> {
         Some(*request)
     }
+}
+
+/// Tower's own budget: deposit per success, withdraw per retry.
+#[derive(Clone)]
+struct TpsBudgeted(Arc<tower::retry::budget::TpsBudget>);
+
+impl<Res, E> tower::retry::Policy<u64, Res, E> for TpsBudgeted {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        use tower::retry::budget::Budget;
+        match result {
+            Ok(_) => {
+                self.0.deposit();
+                None
+            }
+            Err(_) => self.0.withdraw().then(|| std::future::ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, request: &u64) -> Option<u64> {
+        Some(*request)
+    }
+}
+
+fn tps_budgeted() -> TpsBudgeted {
+    TpsBudgeted(Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(10),
+        10,
+        0.2,
+    )))
 }
 
 fn ours() -> RetryLayer {
@@ -66,6 +98,10 @@ fn single(c: &mut Criterion) {
     group.bench_function("resilience", |b| b.iter(|| call_now(&mut ours, 1)));
     let mut tower = tower::retry::RetryLayer::new(NeverRetry).layer(noop());
     group.bench_function("tower", |b| b.iter(|| call_now(&mut tower, 1)));
+    let mut budgeted = tower::retry::RetryLayer::new(tps_budgeted()).layer(noop());
+    group.bench_function("tower-tps-budget", |b| {
+        b.iter(|| call_now(&mut budgeted, 1))
+    });
     group.finish();
 }
 
@@ -115,6 +151,10 @@ fn contended(c: &mut Criterion) {
     let tower = tower::retry::RetryLayer::new(NeverRetry).layer(noop());
     group.bench_function("tower", |b| {
         b.iter_custom(|iters| contended_run(&runtime, &tower, iters))
+    });
+    let budgeted = tower::retry::RetryLayer::new(tps_budgeted()).layer(noop());
+    group.bench_function("tower-tps-budget", |b| {
+        b.iter_custom(|iters| contended_run(&runtime, &budgeted, iters))
     });
     group.finish();
 }
