@@ -130,6 +130,21 @@ fn single_task(c: &mut Criterion) {
             })
         })
     });
+
+    // The hit path reads tokio's clock once. Bench builds carry tokio's
+    // `test-util` (a dev-dependency), where `Instant::now` also locks the
+    // runtime's clock mutex; production builds read the OS clock directly.
+    group.bench_function("tokio Instant::now (test-util build)", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(tokio::time::Instant::now());
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.finish();
 }
 

@@ -445,6 +445,7 @@ where
         let fill = self.inner.index.lock().index(&key, &tags);
         let entry = self.inner.new_entry(value, fill, tags);
         self.inner.store.insert(key, entry).await;
+        self.inner.stats.set_entries(self.inner.store.entry_count());
     }
 
     /// Removes `key`; a load of it running meanwhile will not store its value.
