@@ -98,7 +98,7 @@ pub use handle::{CacheHandle, CacheSnapshot, EvictionCounts, WarmResult};
 pub use layer::{CacheLayer, DEFAULT_MAX_BODY_BYTES};
 pub use service::CacheService;
 pub use tags::Tag;
-pub use typed::{Cache, CacheBuilder};
+pub use typed::{Cache, CacheBuilder, LoadOptions};
 
 /// HELP texts for the cache's Prometheus metrics (called by
 /// `crate::metrics::describe_all`).
