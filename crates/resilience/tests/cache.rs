@@ -492,3 +492,33 @@ async fn no_invalidation_slips_between_indexing_and_insert() {
         assert_eq!(cache.get(&round).await, None, "round {round}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn counters_reach_prometheus_under_the_contract_names() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let cache: Cache<u32, String> =
+        metrics::with_local_recorder(&recorder, || Cache::new("prom", config(60)).unwrap());
+    let loads = Arc::new(AtomicUsize::new(0));
+    cache
+        .get_or_load(1, &["t"], counted(&loads, "a"))
+        .await
+        .unwrap();
+    cache
+        .get_or_load(1, &["t"], counted(&loads, "a"))
+        .await
+        .unwrap();
+    cache.invalidate_tag("t").await;
+
+    let text = handle.render();
+    for line in [
+        r#"resilience_cache_requests_total{name="prom",result="hit"} 1"#,
+        r#"resilience_cache_requests_total{name="prom",result="miss"} 1"#,
+        r#"resilience_cache_loads_total{name="prom",outcome="success"} 1"#,
+        r#"resilience_cache_evictions_total{name="prom",cause="explicit"} 1"#,
+        r#"resilience_cache_refreshes_total{name="prom"} 0"#,
+        r#"resilience_cache_entries{name="prom"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+}

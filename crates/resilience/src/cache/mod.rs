@@ -56,7 +56,8 @@
 //! # }
 //! ```
 //!
-//! The typed cache (see [`Cache::get_or_load`]):
+//! The typed cache (see [`Cache::get_or_load`], and [`Cache::get_or_load_with`]
+//! for per-load [`LoadOptions`]):
 //! - **Tags.** Each entry carries tags; [`Cache::invalidate_tag`] costs
 //!   O(entries with the tag). The index is cleaned by moka's eviction
 //!   listener, so it never outgrows the cache.
