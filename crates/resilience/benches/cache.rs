@@ -227,6 +227,16 @@ fn contended_tasks(c: &mut Criterion) {
             })
         })
     });
+
+    group.bench_function("tokio Instant::now (test-util build)", |b| {
+        b.iter_custom(|iters| {
+            contended(&rt, iters, |n| async move {
+                for _ in 0..n {
+                    black_box(tokio::time::Instant::now());
+                }
+            })
+        })
+    });
     group.finish();
 }
 

@@ -8,7 +8,7 @@ use moka::notification::RemovalCause;
 
 /// Prometheus and in-process counters of one cache.
 pub(crate) struct Stats {
-    hits: Tally,
+    hits: StripedTally,
     misses: Tally,
     stale: Tally,
     loads_ok: Tally,
@@ -45,6 +45,51 @@ impl Tally {
 
     fn get(&self) -> u64 {
         self.count.load(Relaxed)
+    }
+}
+
+/// The hit counter, written on every hit from every thread: striped over
+/// cache-line-padded slots picked per thread, so threads hitting one hot key
+/// do not contend on one counter.
+struct StripedTally {
+    stripes: [Stripe; STRIPES],
+    counter: Counter,
+}
+
+const STRIPES: usize = 8;
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Stripe(AtomicU64);
+
+thread_local! {
+    /// This thread's stripe, assigned round-robin on first use.
+    static STRIPE: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        (NEXT.fetch_add(1, Relaxed) as usize) % STRIPES
+    };
+}
+
+impl StripedTally {
+    fn new(counter: Counter) -> Self {
+        StripedTally {
+            stripes: Default::default(),
+            counter,
+        }
+    }
+
+    #[inline]
+    fn add(&self) {
+        let stripe = STRIPE.with(|stripe| *stripe);
+        self.stripes[stripe].0.fetch_add(1, Relaxed);
+        self.counter.increment(1);
+    }
+
+    fn get(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0.load(Relaxed))
+            .sum()
     }
 }
 
@@ -101,7 +146,9 @@ impl Stats {
             Tally::new(metrics::counter!(EVICTIONS, "name" => name.to_owned(), "cause" => cause))
         };
         Stats {
-            hits: requests("hit"),
+            hits: StripedTally::new(metrics::counter!(
+                REQUESTS, "name" => name.to_owned(), "result" => "hit"
+            )),
             misses: requests("miss"),
             stale: requests("stale"),
             loads_ok: loads("success"),

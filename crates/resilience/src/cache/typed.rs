@@ -128,6 +128,11 @@ struct Freshness {
 }
 
 /// One cached value and what the cache knows about it.
+///
+/// Aligned to a cache line so that, inside its `Arc`, the fields every hit
+/// reads do not share a line with the reference counts every hit writes
+/// (measured: a hot key read from two threads otherwise ping-pongs).
+#[repr(align(64))]
 pub(crate) struct Entry<V> {
     value: V,
     fill: FillId,
