@@ -120,6 +120,10 @@ impl JwtKeys {
                 jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim) => {
                     TokenError::Invalid(format!("missing required claim `{claim}`"))
                 }
+                // Claims that do not fit (e.g. no `exp`): serde names the field.
+                jsonwebtoken::errors::ErrorKind::Json(error) => {
+                    TokenError::Invalid(format!("bad claims: {error}"))
+                }
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                     TokenError::Invalid("bad signature".into())
                 }
