@@ -16,8 +16,14 @@ fn now() -> u64 {
         .as_secs()
 }
 
-async fn assert_unauthorized(app: &TestApp, token: Option<&str>, raw_header: Option<&str>) -> String {
-    let mut request = app.client.get(app.url("/v1/users/00000000-0000-0000-0000-000000000001"));
+async fn assert_unauthorized(
+    app: &TestApp,
+    token: Option<&str>,
+    raw_header: Option<&str>,
+) -> String {
+    let mut request = app
+        .client
+        .get(app.url("/v1/users/00000000-0000-0000-0000-000000000001"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -89,7 +95,10 @@ async fn valid_tokens_are_accepted() {
         "sub": Uuid::new_v4(), "exp": now() + 600, "aud": "authenticated", "role": "authenticated"
     }));
     let response = app
-        .get("/v1/users/00000000-0000-0000-0000-000000000001", Some(&user))
+        .get(
+            "/v1/users/00000000-0000-0000-0000-000000000001",
+            Some(&user),
+        )
         .send()
         .await
         .unwrap();
@@ -98,7 +107,10 @@ async fn valid_tokens_are_accepted() {
     // An operator token reads any organization.
     let (_, org) = app.owner_with_org("acme").await;
     let response = app
-        .get(&format!("/v1/organizations/{org}"), Some(&app.service_token()))
+        .get(
+            &format!("/v1/organizations/{org}"),
+            Some(&app.service_token()),
+        )
         .send()
         .await
         .unwrap();
@@ -109,7 +121,13 @@ async fn valid_tokens_are_accepted() {
 #[tokio::test]
 async fn health_and_metrics_need_no_token() {
     let app = TestApp::spawn().await;
-    for path in ["/health/live", "/health/ready", "/health", "/metrics", "/openapi.json"] {
+    for path in [
+        "/health/live",
+        "/health/ready",
+        "/health",
+        "/metrics",
+        "/openapi.json",
+    ] {
         let response = app.get(path, None).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }

@@ -18,7 +18,13 @@ async fn malformed_json_is_400() {
         .await
         .unwrap();
     let error = expect_error(response, 400, "invalid_input").await;
-    assert!(error["message"].as_str().unwrap().contains("malformed JSON"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -27,13 +33,20 @@ async fn wrong_type_missing_field_and_unknown_enum_name_the_field() {
     let (owner, org) = app.owner_with_org("acme").await;
 
     let response = app
-        .post_json("/v1/organizations", &owner, &json!({"name": "Acme", "slug": 42}))
+        .post_json(
+            "/v1/organizations",
+            &owner,
+            &json!({"name": "Acme", "slug": 42}),
+        )
         .send()
         .await
         .unwrap();
     let error = expect_error(response, 400, "invalid_input").await;
     assert_eq!(error["field"], "slug");
-    assert!(error["message"].as_str().unwrap().contains("slug"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("slug"),
+        "{error}"
+    );
 
     let response = app
         .post_json("/v1/organizations", &owner, &json!({"name": "Acme"}))
@@ -55,7 +68,10 @@ async fn wrong_type_missing_field_and_unknown_enum_name_the_field() {
         .unwrap();
     let error = expect_error(response, 400, "invalid_input").await;
     assert_eq!(error["field"], "role");
-    assert!(error["message"].as_str().unwrap().contains("boss"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("boss"),
+        "{error}"
+    );
 
     let response = app
         .post_json(
@@ -73,12 +89,19 @@ async fn wrong_type_missing_field_and_unknown_enum_name_the_field() {
     );
 
     let response = app
-        .post_json("/v1/organizations", &owner, &json!({"name": "A", "slug": "ab", "extra": 1}))
+        .post_json(
+            "/v1/organizations",
+            &owner,
+            &json!({"name": "A", "slug": "ab", "extra": 1}),
+        )
         .send()
         .await
         .unwrap();
     let error = expect_error(response, 400, "invalid_input").await;
-    assert!(error["message"].as_str().unwrap().contains("extra"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("extra"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -94,7 +117,10 @@ async fn bad_uuid_in_path_and_bad_query_are_400() {
     assert_eq!(error["field"], "id");
 
     let response = app
-        .get(&format!("/v1/organizations/{org}/members?limit=abc"), Some(&owner))
+        .get(
+            &format!("/v1/organizations/{org}/members?limit=abc"),
+            Some(&owner),
+        )
         .send()
         .await
         .unwrap();
@@ -102,14 +128,23 @@ async fn bad_uuid_in_path_and_bad_query_are_400() {
     assert_eq!(error["field"], "limit");
 
     let response = app
-        .get(&format!("/v1/organizations/{org}/members?limit=0"), Some(&owner))
+        .get(
+            &format!("/v1/organizations/{org}/members?limit=0"),
+            Some(&owner),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(expect_error(response, 400, "invalid_input").await["field"], "limit");
+    assert_eq!(
+        expect_error(response, 400, "invalid_input").await["field"],
+        "limit"
+    );
 
     let response = app
-        .get(&format!("/v1/organizations/{org}/members?limit=1&offset=0"), Some(&owner))
+        .get(
+            &format!("/v1/organizations/{org}/members?limit=1&offset=0"),
+            Some(&owner),
+        )
         .send()
         .await
         .unwrap();
@@ -122,7 +157,12 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
     let app = TestApp::spawn().await;
     let response = app.get("/v1/nothing-here", None).send().await.unwrap();
     let error = expect_error(response, 404, "not_found").await;
-    assert!(error["message"].as_str().unwrap().contains("/v1/nothing-here"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/nothing-here")
+    );
 
     let response = app
         .client
@@ -130,7 +170,13 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
         .send()
         .await
         .unwrap();
-    let allow = response.headers().get("allow").unwrap().to_str().unwrap().to_owned();
+    let allow = response
+        .headers()
+        .get("allow")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(allow.contains("POST"), "{allow}");
     expect_error(response, 405, "method_not_allowed").await;
 }
@@ -148,14 +194,19 @@ async fn body_over_the_limit_is_413() {
     expect_error(response, 413, "payload_too_large").await;
 
     // Without Content-Length (chunked), the limit holds while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        vec![Ok(b"{\"name\": \"".to_vec()), Ok(vec![b'x'; 4096]), Ok(b"\", \"slug\": \"big\"}".to_vec())];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(b"{\"name\": \"".to_vec()),
+        Ok(vec![b'x'; 4096]),
+        Ok(b"\", \"slug\": \"big\"}".to_vec()),
+    ];
     let response = app
         .client
         .post(app.url("/v1/organizations"))
         .bearer_auth(&token)
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -207,14 +258,25 @@ async fn a_lost_database_is_503_with_retry_after_never_500() {
     let token = app.service_token();
     app.pool.close().await;
     let response = app
-        .post_json("/v1/organizations", &token, &json!({"name": "A", "slug": "acme"}))
+        .post_json(
+            "/v1/organizations",
+            &token,
+            &json!({"name": "A", "slug": "acme"}),
+        )
         .send()
         .await
         .unwrap();
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
     let error = expect_error(response, 503, "unavailable").await;
     assert_eq!(error["retryAfter"], retry_after);
     let message = error["message"].as_str().unwrap();
-    assert!(!message.contains("pool"), "no database error text: {message}");
+    assert!(
+        !message.contains("pool"),
+        "no database error text: {message}"
+    );
 }

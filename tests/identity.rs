@@ -68,13 +68,18 @@ async fn duplicate_slug_and_case_insensitive_email_are_409() {
     let app = TestApp::spawn().await;
     let (token, org) = app.owner_with_org("acme").await;
     let response = app
-        .post_json("/v1/organizations", &token, &json!({"name": "Again", "slug": "acme"}))
+        .post_json(
+            "/v1/organizations",
+            &token,
+            &json!({"name": "Again", "slug": "acme"}),
+        )
         .send()
         .await
         .unwrap();
     expect_error(response, 409, "conflict").await;
 
-    app.create_user(&token, &org, "ada@example.org", "member").await;
+    app.create_user(&token, &org, "ada@example.org", "member")
+        .await;
     let response = app
         .post_json(
             "/v1/users",
@@ -89,7 +94,9 @@ async fn duplicate_slug_and_case_insensitive_email_are_409() {
     assert!(error["message"].as_str().unwrap().contains("email"));
 
     // Changing another user's email to a taken one (any case) is also a conflict.
-    let other = app.create_user(&token, &org, "bob@example.org", "member").await;
+    let other = app
+        .create_user(&token, &org, "bob@example.org", "member")
+        .await;
     let response = app
         .patch_json(
             &format!("/v1/users/{}", other["id"].as_str().unwrap()),
@@ -107,7 +114,11 @@ async fn invalid_fields_are_422_naming_the_field() {
     let app = TestApp::spawn().await;
     let (token, org) = app.owner_with_org("acme").await;
     let response = app
-        .post_json("/v1/organizations", &token, &json!({"name": "X", "slug": "Not A Slug"}))
+        .post_json(
+            "/v1/organizations",
+            &token,
+            &json!({"name": "X", "slug": "Not A Slug"}),
+        )
         .send()
         .await
         .unwrap();
@@ -137,7 +148,10 @@ async fn invalid_fields_are_422_naming_the_field() {
         .send()
         .await
         .unwrap();
-    assert_eq!(expect_error(response, 422, "validation_failed").await["field"], "firstName");
+    assert_eq!(
+        expect_error(response, 422, "validation_failed").await["field"],
+        "firstName"
+    );
 }
 
 #[tokio::test]
@@ -156,7 +170,11 @@ async fn another_tenants_resources_are_404() {
         .unwrap();
     expect_error(response, 404, "not_found").await;
     let response = app
-        .patch_json(&format!("/v1/users/{user_a}"), &owner_b, &json!({"firstName": "Mallory"}))
+        .patch_json(
+            &format!("/v1/users/{user_a}"),
+            &owner_b,
+            &json!({"firstName": "Mallory"}),
+        )
         .send()
         .await
         .unwrap();
@@ -174,7 +192,10 @@ async fn another_tenants_resources_are_404() {
         .unwrap();
     expect_error(response, 404, "not_found").await;
     let response = app
-        .get(&format!("/v1/organizations/{org_a}/members"), Some(&owner_b))
+        .get(
+            &format!("/v1/organizations/{org_a}/members"),
+            Some(&owner_b),
+        )
         .send()
         .await
         .unwrap();
@@ -208,7 +229,10 @@ async fn another_tenants_resources_are_404() {
         .send()
         .await
         .unwrap();
-    assert_eq!(expect_status(response, 200).await["data"]["firstName"], "Ada");
+    assert_eq!(
+        expect_status(response, 200).await["data"]["firstName"],
+        "Ada"
+    );
 }
 
 #[tokio::test]
@@ -277,7 +301,11 @@ async fn viewers_read_only() {
 
     // Writes to others, creating users, adding members: 403.
     let response = app
-        .patch_json(&format!("/v1/users/{member}"), &viewer_token, &json!({"lastName": "X"}))
+        .patch_json(
+            &format!("/v1/users/{member}"),
+            &viewer_token,
+            &json!({"lastName": "X"}),
+        )
         .send()
         .await
         .unwrap();
@@ -329,18 +357,29 @@ async fn members_write_their_own_record_only() {
         .unwrap();
     let body = expect_status(response, 200).await;
     assert_eq!(body["data"]["firstName"], "Grace");
-    assert_eq!(body["data"]["lastName"], "Lovelace", "absent fields are kept");
+    assert_eq!(
+        body["data"]["lastName"], "Lovelace",
+        "absent fields are kept"
+    );
     assert_eq!(body["data"]["designation"], json!(null), "null clears");
 
     // Not someone else's, not their own active flag, not deleting anyone.
     let response = app
-        .patch_json(&format!("/v1/users/{other}"), &my_token, &json!({"firstName": "X"}))
+        .patch_json(
+            &format!("/v1/users/{other}"),
+            &my_token,
+            &json!({"firstName": "X"}),
+        )
         .send()
         .await
         .unwrap();
     expect_error(response, 403, "forbidden").await;
     let response = app
-        .patch_json(&format!("/v1/users/{me}"), &my_token, &json!({"isActive": false}))
+        .patch_json(
+            &format!("/v1/users/{me}"),
+            &my_token,
+            &json!({"isActive": false}),
+        )
         .send()
         .await
         .unwrap();
@@ -376,11 +415,18 @@ async fn admins_manage_users_but_not_ownership() {
     let body = expect_status(response, 201).await;
     assert_eq!(body["data"]["role"], "member");
     let response = app
-        .patch_json(&format!("/v1/users/{user_id}"), &admin_token, &json!({"isActive": false}))
+        .patch_json(
+            &format!("/v1/users/{user_id}"),
+            &admin_token,
+            &json!({"isActive": false}),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(expect_status(response, 200).await["data"]["isActive"], false);
+    assert_eq!(
+        expect_status(response, 200).await["data"]["isActive"],
+        false
+    );
 
     // …but cannot grant ownership, create owners, or touch an owner.
     let response = app
@@ -455,11 +501,18 @@ async fn operators_do_everything() {
         .await;
     let user_id = user["id"].as_str().unwrap();
     let response = app
-        .patch_json(&format!("/v1/users/{user_id}"), &service, &json!({"designation": "Chair"}))
+        .patch_json(
+            &format!("/v1/users/{user_id}"),
+            &service,
+            &json!({"designation": "Chair"}),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(expect_status(response, 200).await["data"]["designation"], "Chair");
+    assert_eq!(
+        expect_status(response, 200).await["data"]["designation"],
+        "Chair"
+    );
     let response = app
         .delete(&format!("/v1/users/{user_id}"), &service)
         .send()
@@ -467,7 +520,10 @@ async fn operators_do_everything() {
         .unwrap();
     assert_eq!(response.status(), 204);
     let response = app
-        .get(&format!("/v1/organizations/{}", Uuid::new_v4()), Some(&service))
+        .get(
+            &format!("/v1/organizations/{}", Uuid::new_v4()),
+            Some(&service),
+        )
         .send()
         .await
         .unwrap();

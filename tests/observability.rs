@@ -10,7 +10,10 @@ use serde_json::Value;
 async fn request_ids_are_generated_or_propagated() {
     let app = TestApp::spawn().await;
     let response = app.get("/health/live", None).send().await.unwrap();
-    let generated = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
 
     let response = app
@@ -36,7 +39,11 @@ async fn metrics_are_labelled_by_route_template() {
         .await
         .unwrap();
     expect_status(response, 200).await;
-    let response = app.get("/v1/users/not-a-uuid", Some(&owner)).send().await.unwrap();
+    let response = app
+        .get("/v1/users/not-a-uuid", Some(&owner))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
 
     let response = app.get("/metrics", None).send().await.unwrap();
@@ -58,7 +65,10 @@ async fn metrics_are_labelled_by_route_template() {
         "{text}"
     );
     assert!(!text.contains(&user), "raw ids never become labels");
-    assert!(!text.contains("not-a-uuid"), "raw paths never become labels");
+    assert!(
+        !text.contains("not-a-uuid"),
+        "raw paths never become labels"
+    );
     assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
     assert!(text.contains("http_server_request_duration_seconds_bucket{"));
     assert!(text.contains("# TYPE http_server_active_requests gauge"));
@@ -71,7 +81,14 @@ async fn metrics_are_labelled_by_route_template() {
 async fn promtool_accepts_the_metrics() {
     let app = TestApp::spawn().await;
     app.get("/health/live", None).send().await.unwrap();
-    let text = app.get("/metrics", None).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .get("/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let Ok(mut child) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -82,7 +99,12 @@ async fn promtool_accepts_the_metrics() {
         eprintln!("promtool not installed; skipping");
         return;
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
@@ -102,7 +124,10 @@ async fn health_reports_each_check() {
     for path in ["/health/ready", "/health"] {
         let body = expect_status(app.get(path, None).send().await.unwrap(), 200).await;
         let data = &body["data"];
-        assert!(matches!(data["status"].as_str(), Some("ok" | "degraded")), "{body}");
+        assert!(
+            matches!(data["status"].as_str(), Some("ok" | "degraded")),
+            "{body}"
+        );
         let database = &data["checks"]["database"];
         assert_eq!(database["status"], "ok", "{body}");
         assert!(database["latencyMs"].as_f64().unwrap() >= 0.0);
@@ -169,7 +194,11 @@ async fn openapi_lists_every_route_and_docs_load() {
                 .count()
         })
         .sum();
-    assert_eq!(operations, expected.len(), "no undocumented or unexpected operations");
+    assert_eq!(
+        operations,
+        expected.len(),
+        "no undocumented or unexpected operations"
+    );
     for (path, method) in expected {
         let operation = &api["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is documented");
@@ -179,7 +208,10 @@ async fn openapi_lists_every_route_and_docs_load() {
             assert!(operation["responses"]["401"].is_object(), "{method} {path}");
         }
     }
-    assert_eq!(api["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        api["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     assert!(api["components"]["schemas"]["ErrorEnvelope"].is_object());
     let create_user = &api["paths"]["/v1/users"]["post"];
     assert!(create_user["requestBody"]["content"]["application/json"].is_object());
@@ -189,7 +221,14 @@ async fn openapi_lists_every_route_and_docs_load() {
     assert_eq!(response.status(), 200);
     let html = response.text().await.unwrap();
     assert!(html.to_lowercase().contains("swagger"), "{html}");
-    let response = app.get("/docs/swagger-initializer.js", None).send().await.unwrap();
+    let response = app
+        .get("/docs/swagger-initializer.js", None)
+        .send()
+        .await
+        .unwrap();
     let js = response.text().await.unwrap();
-    assert!(js.contains("/openapi.json"), "the UI loads our document: {js}");
+    assert!(
+        js.contains("/openapi.json"),
+        "the UI loads our document: {js}"
+    );
 }

@@ -219,7 +219,11 @@ pub async fn expect_error(response: Response, status: u16, code: &str) -> Value 
     assert!(body["error"]["message"].is_string(), "{body}");
     let id = body["error"]["requestId"].as_str().unwrap();
     assert!(!id.is_empty(), "{body}");
-    assert_eq!(Some(id.to_owned()), request_id, "requestId matches the header");
+    assert_eq!(
+        Some(id.to_owned()),
+        request_id,
+        "requestId matches the header"
+    );
     body["error"].clone()
 }
 
@@ -247,9 +251,7 @@ impl Drop for TestApp {
 
 /// Drops `database`, disconnecting whoever still uses it.
 pub async fn drop_database(database: &str) {
-    if let Ok(mut connection) =
-        PgConnection::connect(&format!("{}/postgres", server_url())).await
-    {
+    if let Ok(mut connection) = PgConnection::connect(&format!("{}/postgres", server_url())).await {
         let sql = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut connection)

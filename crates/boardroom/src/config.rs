@@ -205,13 +205,13 @@ impl Settings {
 
     /// Loads and validates the settings from all sources.
     pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
-        if let Some(path) = config_file {
-            if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "--config {}: no such file",
-                    path.display()
-                )));
-            }
+        if let Some(path) = config_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::Load(format!(
+                "--config {}: no such file",
+                path.display()
+            )));
         }
         let settings: Settings = Self::figment(config_file)
             .extract()
@@ -337,12 +337,18 @@ fn describe_figment_error(error: &figment::Error) -> String {
                 .metadata
                 .as_ref()
                 .map(|m| {
-                    let profile = e.profile.clone().unwrap_or_default();
-                    match m.interpolate(&profile, &e.path) {
-                        native if m.name.contains("environment") => {
-                            format!(" (from environment variable {native})")
+                    if m.name.contains("BOARDROOM__") {
+                        let var = e.path.join("__").to_ascii_uppercase();
+                        format!(" (from environment variable BOARDROOM__{var})")
+                    } else if m.name.contains("environment") {
+                        " (from environment variable DATABASE_URL)".to_owned()
+                    } else {
+                        match &m.source {
+                            Some(figment::Source::File(path)) => {
+                                format!(" (from {})", path.display())
+                            }
+                            _ => format!(" (from {})", m.name),
                         }
-                        _ => format!(" (from {})", m.name),
                     }
                 })
                 .unwrap_or_default();
