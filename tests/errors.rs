@@ -150,6 +150,22 @@ async fn bad_uuid_in_path_and_bad_query_are_400() {
         .unwrap();
     let body = expect_status(response, 200).await;
     assert_eq!(body["data"]["members"].as_array().unwrap().len(), 1);
+
+    // A huge offset is an empty page, not an overflow.
+    let response = app
+        .get(
+            &format!(
+                "/v1/organizations/{org}/members?limit=500&offset={}",
+                i64::MAX
+            ),
+            Some(&owner),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = expect_status(response, 200).await;
+    assert_eq!(body["data"]["pagination"]["hasMore"], false);
+    assert_eq!(body["data"]["members"], serde_json::json!([]));
 }
 
 #[tokio::test]

@@ -152,6 +152,21 @@ async fn invalid_fields_are_422_naming_the_field() {
         expect_error(response, 422, "validation_failed").await["field"],
         "firstName"
     );
+
+    // PostgreSQL cannot store NUL: refused up front, never a 500.
+    let response = app
+        .post_json(
+            "/v1/organizations",
+            &token,
+            &json!({"name": "A\u{0}B", "slug": "nul"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error(response, 422, "validation_failed").await["field"],
+        "name"
+    );
 }
 
 #[tokio::test]
@@ -474,20 +489,69 @@ async fn admins_manage_users_but_not_ownership() {
 }
 
 #[tokio::test]
-async fn adding_an_unknown_user_is_404() {
+async fn founders_and_invited_identities_create_their_own_profile() {
     let app = TestApp::spawn().await;
-    let (owner, org) = app.owner_with_org("acme").await;
+    let founder = Uuid::new_v4();
+    let founder_token = app.token_for(founder);
+    let org = app.create_org(&founder_token, "acme").await;
+    let org_id = org["id"].as_str().unwrap();
+
+    // An identity without a profile can be added as a member…
+    let invited = Uuid::new_v4();
     let response = app
         .post_json(
-            &format!("/v1/organizations/{org}/members"),
-            &owner,
-            &json!({"userId": Uuid::new_v4(), "role": "member"}),
+            &format!("/v1/organizations/{org_id}/members"),
+            &founder_token,
+            &json!({"userId": invited, "role": "member"}),
         )
         .send()
         .await
         .unwrap();
-    let error = expect_error(response, 404, "not_found").await;
-    assert!(error["message"].as_str().unwrap().contains("user"));
+    let body = expect_status(response, 201).await;
+    assert_eq!(body["data"]["userId"], invited.to_string());
+
+    // …and the founder creates their own profile under their own id, keeping
+    // the owner role the membership already had.
+    let response = app
+        .post_json(
+            "/v1/users",
+            &founder_token,
+            &json!({"id": founder, "email": "founder@example.org", "firstName": "F",
+                    "lastName": "Ounder", "organizationId": org_id, "role": "member"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = expect_status(response, 201).await;
+    assert_eq!(body["data"]["id"], founder.to_string());
+    assert_eq!(
+        body["data"]["memberships"],
+        json!([{"organizationId": org_id, "role": "owner"}])
+    );
+
+    // Nobody but an operator chooses someone else's id.
+    let response = app
+        .post_json(
+            "/v1/users",
+            &founder_token,
+            &json!({"id": invited, "email": "inv@example.org", "firstName": "I",
+                    "lastName": "Nvited", "organizationId": org_id, "role": "member"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 403, "forbidden").await;
+    let response = app
+        .post_json(
+            "/v1/users",
+            &app.service_token(),
+            &json!({"id": founder, "email": "other@example.org", "firstName": "O",
+                    "lastName": "Ther", "organizationId": org_id, "role": "member"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 409, "conflict").await;
 }
 
 #[tokio::test]

@@ -81,7 +81,7 @@ impl Pagination {
             total,
             limit: page.limit,
             offset: page.offset,
-            has_more: page.offset + page.limit < total,
+            has_more: page.offset.saturating_add(page.limit) < total,
             next_cursor: None,
         }
     }

@@ -13,17 +13,18 @@ use crate::error::ApiError;
 /// The slug pattern, also published in the OpenAPI schema.
 pub const SLUG_PATTERN: &str = "^[a-z0-9]+(-[a-z0-9]+)*$";
 
-/// A plausible email address: one `@`, a non-empty local part, a dotted
-/// domain, no whitespace, at most 254 characters.
+/// The pattern of non-blank text without NUL (PostgreSQL cannot store NUL),
+/// also published in the OpenAPI schema.
+pub const TEXT_PATTERN: &str = "^[^\\x00]*[^\\s\\x00][^\\x00]*$";
+
+/// A plausible email address: a non-empty local part, `@`, a non-empty
+/// domain, no whitespace or control characters, at most 254 characters.
 pub fn email(field: &str, value: &str) -> Result<(), ApiError> {
-    let valid = value.len() <= 254
+    let valid = value.chars().count() <= 254
         && !value.chars().any(|c| c.is_whitespace() || c.is_control())
-        && value.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.split('.').count() >= 2
-                && domain.split('.').all(|label| !label.is_empty())
-        });
+        && value
+            .rsplit_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
     if valid {
         Ok(())
     } else {
@@ -34,13 +35,13 @@ pub fn email(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Non-blank text of at most `max` characters.
+/// Non-blank text of at most `max` characters, without NUL.
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     let length = value.chars().count();
-    if value.trim().is_empty() || length > max {
+    if value.trim().is_empty() || length > max || value.contains('\0') {
         return Err(ApiError::validation(
             field,
-            format!("`{field}` must be between 1 and {max} characters and not blank"),
+            format!("`{field}` must be 1 to {max} characters, not blank, without NUL"),
         ));
     }
     Ok(())

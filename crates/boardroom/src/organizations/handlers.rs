@@ -15,7 +15,6 @@ use crate::{
     extract::{Json, Path, Query},
     pagination::{PageParams, Pagination},
     state::AppState,
-    users,
 };
 
 /// Create an organization; the caller becomes its owner.
@@ -59,7 +58,8 @@ pub async fn get_organization(
     Ok(envelope::ok(organization))
 }
 
-/// Add a user to the organization, or change their role (admins and owners).
+/// Add an identity to the organization, or change its role (admins and
+/// owners). The identity need not have a user profile yet.
 #[utoipa::path(
     post,
     path = "/v1/organizations/{id}/members",
@@ -84,9 +84,6 @@ pub async fn add_member(
     let current = repository::member_role(&state.pool, id, body.user_id).await?;
     if (body.role == Role::Owner || current == Some(Role::Owner)) && role != Role::Owner {
         return Err(ApiError::forbidden("only owners grant or change ownership"));
-    }
-    if !users::repository::exists(&state.pool, body.user_id).await? {
-        return Err(ApiError::not_found("user"));
     }
     let membership = repository::upsert_member(&state.pool, id, body.user_id, body.role).await?;
     Ok(envelope::created(membership))

@@ -27,8 +27,12 @@ pub struct Organization {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrganization {
-    /// Display name, 1–200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// Display name, 1–200 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+    )]
     pub name: String,
     /// Unique URL-safe name: lowercase letters, digits, single dashes; 2–63 characters.
     #[schema(min_length = 2, max_length = 63, pattern = "^[a-z0-9]+(-[a-z0-9]+)*$")]
@@ -62,7 +66,7 @@ pub struct Membership {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewMembership {
-    /// An existing user.
+    /// The identity to add (a token's `sub`; it need not have a profile yet).
     pub user_id: Uuid,
     /// The role to grant (replaces a previous one).
     pub role: Role,

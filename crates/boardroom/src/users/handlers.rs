@@ -36,6 +36,11 @@ pub async fn create_user(
     Json(body): Json<NewUser>,
 ) -> Result<Response, ApiError> {
     body.validate()?;
+    if body.id.is_some_and(|id| id != principal.user_id) && !principal.operator {
+        return Err(ApiError::forbidden(
+            "`id` may only be your own identity (operators may set any)",
+        ));
+    }
     let role = organizations::caller_role(&state, principal, body.organization_id).await?;
     if !role.manages_members() {
         return Err(ApiError::forbidden(

@@ -49,17 +49,32 @@ pub struct UserMembership {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewUser {
+    /// The user's id: their identity's `sub` (so an organization's founder can
+    /// create their own profile); generated when absent.
+    pub id: Option<Uuid>,
     /// Email, unique regardless of case.
     #[schema(format = "email", max_length = 254)]
     pub email: String,
     /// First name, 1–100 characters.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+    )]
     pub first_name: String,
     /// Last name, 1–100 characters.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+    )]
     pub last_name: String,
     /// Board title, at most 100 characters.
-    #[schema(max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+    )]
     pub designation: Option<String>,
     /// The organization the user joins.
     pub organization_id: Uuid,
@@ -88,14 +103,22 @@ pub struct UserUpdate {
     #[schema(format = "email", max_length = 254)]
     pub email: Option<String>,
     /// New first name.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+    )]
     pub first_name: Option<String>,
     /// New last name.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+    )]
     pub last_name: Option<String>,
     /// New designation; `null` clears it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 100)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100, pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$")]
     pub designation: Option<Option<String>>,
     /// Activate or deactivate (admins and owners only).
     pub is_active: Option<bool>,

@@ -15,19 +15,22 @@ const USER_COLUMNS: &str = "id, email, first_name, last_name, designation, is_ac
 fn email_conflict(error: sqlx::Error) -> ApiError {
     if is_unique_violation(&error, "users_email_lower_key") {
         ApiError::Conflict("a user with this email already exists".into())
+    } else if is_unique_violation(&error, "users_pkey") {
+        ApiError::Conflict("a user with this id already exists".into())
     } else {
         error.into()
     }
 }
 
-/// Creates the user and their membership, in one transaction.
+/// Creates the user and their membership (an existing membership of that
+/// identity keeps its role), in one transaction.
 pub async fn create(pool: &PgPool, new: &NewUser) -> Result<User, ApiError> {
     let mut tx = pool.begin().await?;
     let user = sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO users (id, email, first_name, last_name, designation)
          VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
     )))
-    .bind(Uuid::now_v7())
+    .bind(new.id.unwrap_or_else(Uuid::now_v7))
     .bind(new.email.trim())
     .bind(new.first_name.trim())
     .bind(new.last_name.trim())
@@ -35,24 +38,17 @@ pub async fn create(pool: &PgPool, new: &NewUser) -> Result<User, ApiError> {
     .fetch_one(&mut *tx)
     .await
     .map_err(email_conflict)?;
-    sqlx::query("INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, $3)")
-        .bind(new.organization_id)
-        .bind(user.id)
-        .bind(new.role.as_str())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, $3)
+         ON CONFLICT (organization_id, user_id) DO NOTHING",
+    )
+    .bind(new.organization_id)
+    .bind(user.id)
+    .bind(new.role.as_str())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(user)
-}
-
-/// Whether a user with this id exists.
-pub async fn exists(pool: &PgPool, id: Uuid) -> Result<bool, ApiError> {
-    Ok(
-        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
-            .bind(id)
-            .fetch_one(pool)
-            .await?,
-    )
 }
 
 /// The user, if it exists.
