@@ -6,8 +6,17 @@ use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitEx
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Installs the global subscriber; a second call (tests) is a no-op.
+/// Installs the global subscriber (a second call is a no-op) and a panic hook
+/// that logs panics as one log line, in the current request's span, instead
+/// of printing to stderr.
 pub fn init(settings: &LogSettings) {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(panic = %info.payload_as_str().unwrap_or("non-string payload"), %location, "panic");
+    }));
     let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let _already_installed = match settings.format {
