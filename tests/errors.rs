@@ -296,3 +296,20 @@ async fn a_lost_database_is_503_with_retry_after_never_500() {
         "no database error text: {message}"
     );
 }
+
+#[tokio::test]
+async fn a_request_over_the_timeout_is_a_503_envelope() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.request_timeout = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let response = app.get("/_debug/sleep?ms=5000", None).send().await.unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    let error = expect_error(response, 503, "unavailable").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("200ms"),
+        "{error}"
+    );
+    let response = app.get("/_debug/sleep?ms=10", None).send().await.unwrap();
+    expect_status(response, 200).await;
+}
