@@ -593,3 +593,44 @@ async fn operators_do_everything() {
         .unwrap();
     expect_error(response, 404, "not_found").await;
 }
+
+#[tokio::test]
+async fn deactivated_users_are_locked_out_until_reactivated() {
+    let app = TestApp::spawn().await;
+    let (owner, org) = app.owner_with_org("acme").await;
+    let (member, member_token) = app.member(&owner, &org, "member").await;
+    let response = app
+        .patch_json(
+            &format!("/v1/users/{member}"),
+            &owner,
+            &json!({"isActive": false}),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, 200).await;
+    let response = app
+        .get(&format!("/v1/organizations/{org}"), Some(&member_token))
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(response, 403, "forbidden").await;
+    assert!(error["message"].as_str().unwrap().contains("deactivated"));
+
+    let response = app
+        .patch_json(
+            &format!("/v1/users/{member}"),
+            &owner,
+            &json!({"isActive": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, 200).await;
+    let response = app
+        .get(&format!("/v1/organizations/{org}"), Some(&member_token))
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, 200).await;
+}

@@ -2,7 +2,8 @@
 //!
 //! [`Principal`] is an extractor: it reads `Authorization: Bearer <JWT>`,
 //! verifies it with `auth.jwt_secret` and answers `401` in the envelope when the
-//! token is missing, malformed, badly signed, expired or lacks `exp`/`sub`.
+//! token is missing, malformed, badly signed, expired or lacks `exp`/`sub`, and
+//! `403` when the user's profile is deactivated (`isActive: false`).
 //! Tenancy is enforced by the repositories, which scope every query to the
 //! caller's organizations; [`Role`] says what each membership allows.
 //!
@@ -60,9 +61,22 @@ where
             .ok_or_else(|| {
                 ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into())
             })?;
-        state
+        let principal = state
             .jwt
             .verify(token)
-            .map_err(|error| ApiError::Unauthorized(error.to_string()))
+            .map_err(|error| ApiError::Unauthorized(error.to_string()))?;
+        // A deactivated user's tokens stop working at once, not at expiry.
+        if !principal.operator && is_deactivated(&state, principal.user_id).await? {
+            return Err(ApiError::forbidden("this account is deactivated"));
+        }
+        Ok(principal)
     }
+}
+
+async fn is_deactivated(state: &AppState, user_id: Uuid) -> Result<bool, ApiError> {
+    let active: Option<bool> = sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    Ok(active == Some(false))
 }
