@@ -1,4 +1,4 @@
-//! Graceful shutdown of the real `boardroom` binary.
+//! The real `boardroom` process: graceful shutdown, and a start without a database.
 //!
 //! SIGTERM while a request is in flight: the server stops accepting new
 //! connections, the in-flight request still completes with its normal
@@ -8,6 +8,10 @@
 //! body slowly. The test sends the headers and half of the body over a raw TCP
 //! stream, sends SIGTERM, waits until the server refuses new connections (so
 //! shutdown has begun while the request is in flight), then sends the rest.
+//!
+//! Without a reachable PostgreSQL, `serve` retries for
+//! `database.connect_timeout`, then exits non-zero with a message on stderr
+//! that names the server and says what to do.
 //!
 //! Lives in the boardroom crate (not the black-box tests crate) because only
 //! here does cargo build the binary and hand its path in
@@ -287,4 +291,45 @@ async fn sigterm_when_idle_exits_zero_promptly() {
         server.log_tail()
     );
     drop_database(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_a_reachable_database_exits_non_zero_saying_what_to_do() {
+    // A port nobody listens on: connections are refused.
+    let closed = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let started = Instant::now();
+    let mut child = command(
+        &format!("postgres://postgres@127.0.0.1:{closed}/boardroom_unreachable"),
+        addr,
+    )
+    .env("BOARDROOM__DATABASE__CONNECT_TIMEOUT", "1s")
+    .arg("serve")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the boardroom binary");
+
+    let exit = wait_exit(&mut child, Duration::from_secs(20));
+    let elapsed = started.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+
+    assert!(!exit.success(), "exit status: {exit}; stderr: {stderr}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "it gave up after {elapsed:?}, before database.connect_timeout (1s)"
+    );
+    for needle in [
+        &format!("127.0.0.1:{closed}"),
+        "DATABASE_URL",
+        "database.connect_timeout",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} missing from: {stderr}");
+    }
+    assert!(
+        !stderr.contains("panicked"),
+        "a message, not a panic: {stderr}"
+    );
 }
