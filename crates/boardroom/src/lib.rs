@@ -1,1 +1,32 @@
-//! Boardroom service library.
+//! Boardroom: the board-governance REST service (axum on PostgreSQL).
+//!
+//! Layout: one folder per domain ([`organizations`], [`users`]), each owning
+//! its `router()`, handlers, model and repository; [`auth`] (bearer tokens,
+//! roles), [`ops`] (health, metrics), and the plumbing: [`config`],
+//! [`error`] (the one place errors become HTTP), [`envelope`], [`extract`],
+//! [`middleware`], [`openapi`], [`state`], [`database`], [`telemetry`],
+//! [`startup`] (building and running the app) and [`cli`] (the binary).
+//!
+//! ```
+//! let settings = boardroom::config::Settings::defaults();
+//! assert_eq!(settings.database.max_connections, 10);
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod database;
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod ops;
+pub mod organizations;
+pub mod pagination;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod users;
+pub mod validation;

@@ -1,2 +1,5 @@
-//! The `boardroom` binary.
-fn main() {}
+//! The `boardroom` binary: see [`boardroom::cli`].
+
+fn main() -> std::process::ExitCode {
+    boardroom::cli::main()
+}

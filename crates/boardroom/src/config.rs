@@ -1,0 +1,493 @@
+//! Typed, validated configuration.
+//!
+//! Settings come from three layers, later ones winning:
+//! 1. `config/default.toml`, compiled into the binary (so it runs from any directory);
+//! 2. an optional file given with `--config FILE`;
+//! 3. the environment: `DATABASE_URL` for `database.url`, then
+//!    `BOARDROOM__SECTION__KEY` for any key (`BOARDROOM__SERVER__ADDR`).
+//!
+//! Durations are human-readable (`"10s"`, `"250ms"`), sizes accept `"1MiB"`.
+//! A bad value is a [`ConfigError`] whose one-line message names the key and what
+//! is allowed; the binary prints it and exits non-zero.
+//!
+//! ```
+//! let settings = boardroom::config::Settings::defaults();
+//! assert_eq!(settings.server.addr.port(), 8080);
+//! assert!(settings.validate().is_ok());
+//! ```
+
+use std::{net::SocketAddr, path::Path, str::FromStr, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The defaults, embedded so the binary needs no files beside it.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// The development secret shipped in `config/default.toml`; using it logs a warning.
+pub const DEV_JWT_SECRET: &str = "boardroom-development-secret-do-not-use-in-production";
+
+/// Every setting of the service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// PostgreSQL.
+    pub database: DatabaseSettings,
+    /// Bearer-token authentication.
+    pub auth: AuthSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Readiness checks.
+    pub health: HealthSettings,
+    /// Test-only switches.
+    pub debug: DebugSettings,
+}
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `server.addr` — address to listen on; port 0 picks a free port. Default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    /// `server.shutdown_grace` — how long in-flight requests may run after SIGTERM/SIGINT. Default `10s`.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// `server.body_limit` — largest accepted request body, bytes or `"1MiB"`. Default `1MiB`.
+    #[serde(with = "byte_size")]
+    pub body_limit: usize,
+    /// `server.request_timeout` — longest a request may take before a `503`. Default `30s`.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+}
+
+/// `[database]`: the PostgreSQL pool.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `database.url` — connection URL (also `DATABASE_URL`); the database is created if missing.
+    /// Default `postgres://postgres@127.0.0.1:5432/boardroom`.
+    #[serde(deserialize_with = "string_or_number")]
+    pub url: String,
+    /// `database.max_connections` — most pooled connections (1–1000). Default `10`.
+    pub max_connections: u32,
+    /// `database.connect_timeout` — how long to keep retrying at start while PostgreSQL is
+    /// unreachable. Default `30s`.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// `database.acquire_timeout` — how long a request waits for a connection before a `503`.
+    /// Default `2s`.
+    #[serde(with = "duration")]
+    pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// `[auth]`: bearer tokens.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `auth.jwt_secret` — HS256 secret (at least 16 characters). Default: a development
+    /// secret, with a warning at start.
+    #[serde(deserialize_with = "string_or_number")]
+    pub jwt_secret: String,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("jwt_secret", &"<hidden>")
+            .finish()
+    }
+}
+
+impl AuthSettings {
+    /// True when the development secret from `config/default.toml` is in use.
+    pub fn uses_dev_secret(&self) -> bool {
+        self.jwt_secret == DEV_JWT_SECRET
+    }
+}
+
+/// `[log]`: tracing output.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `log.format` — `json` or `pretty`. Default `pretty`.
+    pub format: LogFormat,
+    /// `log.level` — filter directives as in `RUST_LOG`. Default `info`.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// `[health]`: readiness checks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// `health.timeout` — longest the database check may take. Default `1s`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// `health.degraded_latency` — database round trip above which readiness is `degraded`.
+    /// Default `250ms`.
+    #[serde(with = "duration")]
+    pub degraded_latency: Duration,
+}
+
+/// `[debug]`: switches for tests; never enable in production.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugSettings {
+    /// `debug.routes` — mount `GET /_debug/panic` and `GET /_debug/sleep?ms=`. Default `false`.
+    pub routes: bool,
+}
+
+/// A configuration that cannot be used; the message is one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value could not be read or parsed.
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// A value parsed but is out of range.
+    #[error("invalid configuration: `{key}` = {value}: {allowed}")]
+    Invalid {
+        /// The dotted key, e.g. `database.max_connections`.
+        key: &'static str,
+        /// The value found (secrets hidden).
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+}
+
+impl Settings {
+    /// The embedded defaults alone, without files or environment.
+    pub fn defaults() -> Self {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("config/default.toml is valid; the unit tests parse it")
+    }
+
+    /// The layered sources: embedded defaults, `config_file`, then the environment.
+    pub fn figment(config_file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = config_file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(Env::prefixed("BOARDROOM__").split("__"))
+    }
+
+    /// Loads and validates the settings from all sources.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        if let Some(path) = config_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::Load(format!(
+                "--config {}: no such file",
+                path.display()
+            )));
+        }
+        let settings: Settings = Self::figment(config_file)
+            .extract()
+            .map_err(|error| ConfigError::Load(describe_figment_error(&error)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every range; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        check_duration(
+            "server.shutdown_grace",
+            s.shutdown_grace,
+            Duration::ZERO,
+            HOUR,
+        )?;
+        check_duration(
+            "server.request_timeout",
+            s.request_timeout,
+            Duration::from_millis(1),
+            HOUR,
+        )?;
+        if !(1..=GIB).contains(&s.body_limit) {
+            return Err(ConfigError::Invalid {
+                key: "server.body_limit",
+                value: s.body_limit.to_string(),
+                allowed: "must be between 1 byte and 1GiB".into(),
+            });
+        }
+        let d = &self.database;
+        if sqlx::postgres::PgConnectOptions::from_str(&d.url).is_err()
+            || !(d.url.starts_with("postgres://") || d.url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "database.url",
+                value: format!("{:?}", redact_url(&d.url)),
+                allowed: "must be a PostgreSQL URL like postgres://user@host:5432/dbname".into(),
+            });
+        }
+        if !(1..=1000).contains(&d.max_connections) {
+            return Err(ConfigError::Invalid {
+                key: "database.max_connections",
+                value: d.max_connections.to_string(),
+                allowed: "must be between 1 and 1000".into(),
+            });
+        }
+        check_duration(
+            "database.connect_timeout",
+            d.connect_timeout,
+            Duration::ZERO,
+            HOUR,
+        )?;
+        check_duration(
+            "database.acquire_timeout",
+            d.acquire_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(300),
+        )?;
+        if self.auth.jwt_secret.chars().count() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "auth.jwt_secret",
+                value: "<hidden>".into(),
+                allowed: "must be at least 16 characters".into(),
+            });
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                value: format!("{:?}", self.log.level),
+                allowed: "must be a level (error, warn, info, debug, trace) or RUST_LOG-style \
+                          directives like \"boardroom=debug,info\""
+                    .into(),
+            });
+        }
+        check_duration(
+            "health.timeout",
+            self.health.timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        check_duration(
+            "health.degraded_latency",
+            self.health.degraded_latency,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )?;
+        Ok(())
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const GIB: usize = 1 << 30;
+
+fn check_duration(
+    key: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            key,
+            value: format!("\"{}\"", humantime::format_duration(value)),
+            allowed: format!(
+                "must be between \"{}\" and \"{}\"",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One line per figment error: the dotted key, where it came from, what was wrong.
+fn describe_figment_error(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| {
+                    if m.name.contains("BOARDROOM__") {
+                        let var = e.path.join("__").to_ascii_uppercase();
+                        format!(" (from environment variable BOARDROOM__{var})")
+                    } else if m.name.contains("environment") {
+                        " (from environment variable DATABASE_URL)".to_owned()
+                    } else {
+                        match &m.source {
+                            Some(figment::Source::File(path)) => {
+                                format!(" (from {})", path.display())
+                            }
+                            _ => format!(" (from {})", m.name),
+                        }
+                    }
+                })
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("`{key}`{source}: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Hides the password of a connection URL for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Environment values that look like numbers arrive as numbers; secrets and URLs are text.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+    }
+    Ok(match Text::deserialize(deserializer)? {
+        Text::S(s) => s,
+        Text::I(i) => i.to_string(),
+        Text::U(u) => u.to_string(),
+        Text::F(f) => f.to_string(),
+    })
+}
+
+/// Human-readable durations (`"10s"`, `"250ms"`, `"1m 30s"`).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer, de::Error};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = super::string_or_number(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            D::Error::custom(format!(
+                "invalid duration {text:?} ({e}); expected a duration like \"10s\", \"250ms\" or \"1m\""
+            ))
+        })
+    }
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+}
+
+/// Sizes as a number of bytes or text with a unit (`"1MiB"`, `"512KiB"`, `"2MB"`).
+mod byte_size {
+    use serde::{Deserializer, Serializer, de::Error};
+
+    pub(super) fn parse(text: &str) -> Option<usize> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let number: usize = digits.parse().ok()?;
+        let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            _ => return None,
+        };
+        number.checked_mul(multiplier)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let text = super::string_or_number(d)?;
+        parse(&text).ok_or_else(|| {
+            D::Error::custom(format!(
+                "invalid size {text:?}; expected a number of bytes or a size like \"512KiB\" or \"1MiB\""
+            ))
+        })
+    }
+
+    pub(super) fn serialize<S: Serializer>(value: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*value as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_validate() {
+        let settings = Settings::defaults();
+        settings.validate().expect("defaults are valid");
+        assert_eq!(settings.server.body_limit, 1 << 20);
+        assert_eq!(settings.database.acquire_timeout, Duration::from_secs(2));
+        assert!(settings.auth.uses_dev_secret());
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        assert_eq!(byte_size::parse("512KiB"), Some(512 * 1024));
+        assert_eq!(byte_size::parse("2MB"), Some(2_000_000));
+        assert_eq!(byte_size::parse("100"), Some(100));
+        assert_eq!(byte_size::parse("lots"), None);
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key() {
+        let mut settings = Settings::defaults();
+        settings.database.max_connections = 0;
+        let message = settings.validate().unwrap_err().to_string();
+        assert!(message.contains("database.max_connections"), "{message}");
+        assert!(message.contains("between 1 and 1000"), "{message}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+    }
+}

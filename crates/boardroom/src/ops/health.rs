@@ -1,0 +1,286 @@
+//! Liveness and readiness probes.
+//!
+//! `GET /health/live` answers `200` while the process serves requests.
+//! `GET /health/ready` (and `GET /health`) check the database (a `SELECT 1`
+//! with its round-trip time, bounded by `health.timeout`), the pool and the
+//! process memory; each check has its own status and the overall status is
+//! the worst of them: `ok`, `degraded` (slow database, exhausted pool) or
+//! `down` (database unreachable), which answers `503`.
+//!
+//! ```
+//! use boardroom::ops::health::Status;
+//! assert_eq!(Status::Ok.max(Status::Degraded), Status::Degraded);
+//! assert_eq!(Status::Degraded.max(Status::Down), Status::Down);
+//! ```
+
+use std::time::Instant;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    envelope::{Envelope, ErrorBody},
+    middleware::REQUEST_ID,
+    state::AppState,
+};
+
+/// A check's verdict, ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Working normally.
+    Ok,
+    /// Working, but slow or near a limit.
+    Degraded,
+    /// Not working; the service is not ready.
+    Down,
+}
+
+/// The readiness report.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    /// The worst status of the checks.
+    pub status: Status,
+    /// Each check.
+    pub checks: Checks,
+    /// The service version.
+    pub version: String,
+    /// Seconds since the application started.
+    pub uptime_seconds: u64,
+}
+
+/// The individual checks of [`HealthReport`].
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Checks {
+    /// PostgreSQL reachability and latency.
+    pub database: DatabaseCheck,
+    /// Connection pool usage.
+    pub pool: PoolCheck,
+    /// Process memory.
+    pub memory: MemoryCheck,
+}
+
+/// `SELECT 1` against PostgreSQL.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseCheck {
+    /// `ok`, `degraded` (slower than `health.degraded_latency`) or `down`.
+    pub status: Status,
+    /// Round trip in milliseconds, when it answered.
+    pub latency_ms: Option<f64>,
+    /// Why it is down (no database error text: a category).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Pool usage.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolCheck {
+    /// `degraded` when every connection is in use.
+    pub status: Status,
+    /// Open connections.
+    pub size: u32,
+    /// Open and idle.
+    pub idle: u32,
+    /// Open and in use.
+    pub in_use: u32,
+    /// `database.max_connections`.
+    pub max: u32,
+}
+
+/// Resident memory of the process.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryCheck {
+    /// Always `ok` (reported for dashboards; no limit is configured).
+    pub status: Status,
+    /// Resident set size in bytes (`VmRSS`), when the platform reports it.
+    pub rss_bytes: Option<u64>,
+}
+
+/// Liveness: the process is up.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Liveness {
+    /// Always `ok`.
+    pub status: Status,
+    /// The service version.
+    pub version: String,
+    /// Seconds since the application started.
+    pub uptime_seconds: u64,
+}
+
+/// The readiness body: the report, plus an error object when `down`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthEnvelope {
+    /// `false` when the status is `down`.
+    pub success: bool,
+    /// The report.
+    pub data: HealthReport,
+    /// Present when `down`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// `GET /health/live`.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    responses((status = 200, description = "The process is up", body = Envelope<Liveness>))
+)]
+pub async fn live(State(state): State<AppState>) -> Json<Envelope<Liveness>> {
+    Json(Envelope::new(Liveness {
+        status: Status::Ok,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+    }))
+}
+
+/// `GET /health/ready`.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready (`ok` or `degraded`)", body = HealthEnvelope),
+        (status = 503, description = "Not ready (`down`)", body = HealthEnvelope),
+    )
+)]
+pub async fn ready(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    readiness(&state, &headers).await
+}
+
+/// `GET /health`: the same as `/health/ready`.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready (`ok` or `degraded`)", body = HealthEnvelope),
+        (status = 503, description = "Not ready (`down`)", body = HealthEnvelope),
+    )
+)]
+pub async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    readiness(&state, &headers).await
+}
+
+async fn readiness(state: &AppState, headers: &HeaderMap) -> Response {
+    let report = report(state).await;
+    let down = report.status == Status::Down;
+    let error = down.then(|| ErrorBody {
+        code: "unavailable".into(),
+        message: "the service is not ready: the database is unreachable".into(),
+        request_id: headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        field: None,
+        retry_after: None,
+    });
+    let status = if down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(HealthEnvelope {
+            success: !down,
+            data: report,
+            error,
+        }),
+    )
+        .into_response()
+}
+
+/// Runs every check.
+pub async fn report(state: &AppState) -> HealthReport {
+    // Pool usage first, so the probe's own connection is not counted as in use.
+    let pool = check_pool(state);
+    let database = check_database(state).await;
+    let memory = MemoryCheck {
+        status: Status::Ok,
+        rss_bytes: resident_memory_bytes(),
+    };
+    HealthReport {
+        status: database.status.max(pool.status).max(memory.status),
+        checks: Checks {
+            database,
+            pool,
+            memory,
+        },
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+    }
+}
+
+async fn check_database(state: &AppState) -> DatabaseCheck {
+    let started = Instant::now();
+    let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
+    match tokio::time::timeout(state.settings.health.timeout, probe).await {
+        Ok(Ok(_)) => {
+            let elapsed = started.elapsed();
+            let status = if elapsed > state.settings.health.degraded_latency {
+                Status::Degraded
+            } else {
+                Status::Ok
+            };
+            DatabaseCheck {
+                status,
+                latency_ms: Some(elapsed.as_secs_f64() * 1000.0),
+                error: None,
+            }
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: database check failed");
+            DatabaseCheck {
+                status: Status::Down,
+                latency_ms: None,
+                error: Some("unreachable".into()),
+            }
+        }
+        Err(_) => DatabaseCheck {
+            status: Status::Down,
+            latency_ms: None,
+            error: Some("timed out".into()),
+        },
+    }
+}
+
+fn check_pool(state: &AppState) -> PoolCheck {
+    let size = state.pool.size();
+    let idle = u32::try_from(state.pool.num_idle())
+        .unwrap_or(u32::MAX)
+        .min(size);
+    let max = state.settings.database.max_connections;
+    let in_use = size - idle;
+    PoolCheck {
+        status: if in_use >= max {
+            Status::Degraded
+        } else {
+            Status::Ok
+        },
+        size,
+        idle,
+        in_use,
+        max,
+    }
+}
+
+/// `VmRSS` from `/proc/self/status`, in bytes (Linux only; `None` elsewhere).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

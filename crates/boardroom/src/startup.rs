@@ -1,0 +1,135 @@
+//! Building and running the application, apart from `main` so tests can start
+//! it on port 0.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use boardroom::{config::Settings, startup::Application};
+//! let mut settings = Settings::defaults();
+//! settings.server.addr = "127.0.0.1:0".parse()?;
+//! let app = Application::build(settings).await?;
+//! println!("listening on {}", app.local_addr());
+//! app.run_until_stopped(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+
+use anyhow::Context;
+use axum::{Extension, Router};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::{
+    auth::JwtKeys, config::Settings, database, middleware, openapi, ops, organizations,
+    state::AppState, users,
+};
+
+/// A built application: database ready, listener bound, router assembled.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    local_addr: SocketAddr,
+}
+
+impl Application {
+    /// Connects to PostgreSQL (creating the database, retrying while it is
+    /// unreachable), runs migrations, binds `server.addr` and builds the router.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.auth.uses_dev_secret() {
+            tracing::warn!(
+                "auth.jwt_secret is the development default; set BOARDROOM__AUTH__JWT_SECRET \
+                 before exposing this service"
+            );
+        }
+        let pool = database::connect(&settings.database).await?;
+        database::migrate(&pool).await?;
+        let listener = TcpListener::bind(settings.server.addr)
+            .await
+            .with_context(|| format!("cannot listen on server.addr {}", settings.server.addr))?;
+        let local_addr = listener.local_addr()?;
+        let state = AppState {
+            pool,
+            jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret).context("auth.jwt_secret")?),
+            settings: Arc::new(settings),
+            metrics: ops::metrics::recorder(),
+            started_at: Instant::now(),
+        };
+        let router = app(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+            local_addr,
+        })
+    }
+
+    /// The bound address (the real port when `server.addr` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.state.pool
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
+    /// requests finish within `server.shutdown_grace`, and closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let grace = self.state.settings.server.shutdown_grace;
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(
+                grace = %humantime::format_duration(grace),
+                "shutting down: no new connections; waiting for in-flight requests"
+            );
+            let _ = signalled_tx.send(());
+        };
+        tracing::info!(addr = %self.local_addr, "listening");
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let deadline = async move {
+            if signalled_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            result = serve.into_future() => result.context("the HTTP server failed"),
+            () = deadline => {
+                tracing::warn!("shutdown grace period elapsed; dropping unfinished requests");
+                Ok(())
+            }
+        };
+        self.state.pool.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// The whole HTTP application for `state`: every route, the OpenAPI document,
+/// `/docs`, the fallback and the middleware.
+pub fn app(state: AppState) -> Router {
+    let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(ops::router())
+        .merge(organizations::router())
+        .merge(users::router())
+        .routes(routes!(openapi::openapi_json))
+        .split_for_parts();
+    openapi::finish(&mut api);
+    let mut router = routes
+        .layer(Extension(openapi::Document::new(&api)))
+        .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")));
+    if state.settings.debug.routes {
+        router = router.merge(ops::debug::router());
+    }
+    let router = router.fallback(middleware::fallback);
+    middleware::apply(router, &state.settings).with_state(state)
+}

@@ -1,0 +1,71 @@
+//! Users (board members): `POST /v1/users`, `GET|PATCH|DELETE /v1/users/{id}`.
+//!
+//! A user is visible to operators, to themself and to members of an
+//! organization they belong to; anyone else gets a `404`. Members change
+//! their own profile; admins and owners of a shared organization manage the
+//! user (only owners manage owners); operators manage everyone.
+//!
+//! ```
+//! let (_router, api) = boardroom::users::router().split_for_parts();
+//! assert!(api.paths.paths.contains_key("/v1/users/{id}"));
+//! ```
+
+pub mod handlers;
+pub mod model;
+pub mod repository;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::{Principal, Role},
+    error::ApiError,
+    state::AppState,
+};
+
+/// The user routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(handlers::create_user))
+        .routes(routes!(
+            handlers::get_user,
+            handlers::update_user,
+            handlers::delete_user
+        ))
+}
+
+/// What the caller may do with one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserAccess {
+    /// The caller is the user.
+    pub is_self: bool,
+    /// The caller is an operator, or an admin/owner of an organization the
+    /// user belongs to (an owner, when the user is an owner there).
+    pub manages: bool,
+}
+
+impl UserAccess {
+    /// Resolves the caller's rights over `target`; `404` when the caller may not
+    /// even see the user.
+    pub async fn resolve(
+        state: &AppState,
+        principal: Principal,
+        target: Uuid,
+    ) -> Result<Self, ApiError> {
+        let is_self = principal.user_id == target;
+        if principal.operator {
+            return Ok(Self {
+                is_self,
+                manages: true,
+            });
+        }
+        let shared = repository::shared_roles(&state.pool, principal.user_id, target).await?;
+        if shared.is_empty() && !is_self {
+            return Err(ApiError::not_found("user"));
+        }
+        let manages = shared.iter().any(|&(caller, target_role)| {
+            caller.manages_members() && (caller == Role::Owner || target_role != Role::Owner)
+        });
+        Ok(Self { is_self, manages })
+    }
+}
