@@ -251,12 +251,10 @@ fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
 }
 
 /// The work the breaker wraps: finishes when told, with the outcome told.
-fn controlled(rx: oneshot::Receiver<bool>) -> impl Future<Output = Result<(), std::io::Error>> {
-    async move {
-        match rx.await {
-            Ok(true) => Ok(()),
-            _ => Err(std::io::Error::other("failed")),
-        }
+async fn controlled(rx: oneshot::Receiver<bool>) -> Result<(), std::io::Error> {
+    match rx.await {
+        Ok(true) => Ok(()),
+        _ => Err(std::io::Error::other("failed")),
     }
 }
 
