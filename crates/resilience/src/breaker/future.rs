@@ -43,6 +43,7 @@ struct Guard {
 }
 
 impl Drop for Guard {
+    #[inline]
     fn drop(&mut self) {
         if !self.done {
             self.shared.cancel(self.permit);
