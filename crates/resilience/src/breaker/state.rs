@@ -1,5 +1,6 @@
 //! The breaker's shared state machine: one per layer, shared by every service
-//! copy, handle and wrapped future.
+//! copy, handle and wrapped future (leaked once when the layer is built, so
+//! they all hold a `&'static`, see [`BreakerLayer::new`](super::BreakerLayer::new)).
 //!
 //! Hot path: the state and a generation number are packed in one `AtomicU64`
 //! (`generation << 8 | state`), read once per admission and once per
@@ -138,9 +139,8 @@ struct Control {
     tripped_at: Option<Instant>,
 }
 
-/// Aligned to a cache line so that, inside its `Arc`, the reference counts
-/// (bumped by every admitted call's future) sit on a line of their own, away
-/// from the read-mostly fields every call reads.
+/// Aligned to a cache line so that no unrelated, often-written heap data
+/// shares a line with the read-mostly fields every call reads.
 #[repr(align(64))]
 pub(crate) struct Shared {
     name: Arc<str>,
