@@ -45,7 +45,7 @@ impl Ticks {
         // ⌈log₂ d⌉ ≥ 1: the bit length of d − 1.
         let l = u64::BITS - (d - 1).leading_zeros();
         let d = u128::from(d);
-        let magic = ((1u128 << (63 + l)) + d - 1) / d;
+        let magic = (1u128 << (63 + l)).div_ceil(d);
         Self {
             // m < 2⁶⁴: d > 2ˡ⁻¹ gives 2⁶³⁺ˡ / d < 2⁶⁴, and the ceiling of a
             // value below 2⁶⁴ − 1 (2⁶³⁺ˡ / (2ˡ⁻¹ + 1) is) stays below 2⁶⁴.
