@@ -9,6 +9,7 @@
 //! change happens under the `control` mutex, which is never held across an
 //! await and never taken by a call in the closed state or a rejection.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::time::Duration;
@@ -146,6 +147,7 @@ pub(crate) struct Shared {
     name: Arc<str>,
     origin: Instant,
     ticks: Ticks,
+    tick_nanos: u64,
     failure_threshold: u64,
     failure_rate_threshold: Option<f64>,
     minimum_throughput: u64,
@@ -168,6 +170,20 @@ pub(crate) struct Shared {
     control: Mutex<Control>,
     events: broadcast::Sender<Transition>,
     metrics: BreakerMetrics,
+}
+
+/// The bounds of the tick a thread last saw for one breaker.
+#[derive(Clone, Copy)]
+struct CachedTick {
+    /// The breaker's address.
+    breaker: usize,
+    tick: u64,
+    start: Instant,
+    end: Instant,
+}
+
+thread_local! {
+    static TICK_CACHE: [Cell<Option<CachedTick>>; 4] = const { [const { Cell::new(None) }; 4] };
 }
 
 #[inline]
@@ -214,6 +230,7 @@ impl Shared {
         Self {
             origin: Instant::now(),
             ticks: Ticks::new(nanos(config.monitoring_period) / BUCKETS),
+            tick_nanos: nanos(config.monitoring_period) / BUCKETS,
             failure_threshold: u64::from(config.failure_threshold),
             failure_rate_threshold: config.failure_rate_threshold,
             minimum_throughput: u64::from(config.minimum_throughput),
@@ -258,7 +275,12 @@ impl Shared {
     /// Nanoseconds since the origin, from tokio's (pausable) clock.
     #[inline]
     fn now_nanos(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.origin))
+        self.nanos_at(Instant::now())
+    }
+
+    #[inline]
+    fn nanos_at(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.origin))
     }
 
     fn instant_of(&self, at: u64) -> Instant {
@@ -381,7 +403,24 @@ impl Shared {
             // says nothing about the current one.
             return;
         }
-        let now = self.now_nanos();
+        let now = Instant::now();
+        if permit.is_probe() || self.slow_call_nanos.is_some() {
+            self.complete_timed(permit, failure, self.nanos_at(now));
+            return;
+        }
+        let tick = self.tick_at(now);
+        self.window.record(tick, failure, false);
+        // A success can only complete the rule when the window already holds
+        // something bad (it may lift the throughput over the minimum).
+        if failure || self.window.holds_bad(tick) {
+            self.check_rule(permit.word, tick, self.nanos_at(now));
+        }
+    }
+
+    /// [`complete`](Self::complete) for a probe, or when calls are timed
+    /// (`slow_call_duration` set).
+    #[inline(never)]
+    fn complete_timed(&self, permit: Permit, failure: bool, now: u64) {
         let slow = self
             .slow_call_nanos
             .is_some_and(|limit| now.saturating_sub(permit.started) > limit);
@@ -392,11 +431,52 @@ impl Shared {
         }
         let tick = self.ticks.of(now);
         self.window.record(tick, failure, slow);
-        // A success can only complete the rule when the window already holds
-        // something bad (it may lift the throughput over the minimum).
         if failure || slow || self.window.holds_bad(tick) {
             self.check_rule(permit.word, tick, now);
         }
+    }
+
+    /// The tick holding `now`. Converting an `Instant` to nanoseconds since
+    /// the origin costs a call into std and a few branches (about 10 ns, a
+    /// sixth of the closed path); instead each thread remembers the bounds
+    /// of the tick it last saw per breaker (four slots, by address), and a
+    /// call inside them costs two comparisons. Exact: `start ≤ now < end`
+    /// with `start = origin + tick·d`, `end = start + d` is the definition
+    /// of `tick`. The state is never freed (see
+    /// [`BreakerLayer::new`](super::BreakerLayer::new)), so its address
+    /// names it for the life of the process.
+    #[inline]
+    fn tick_at(&self, now: Instant) -> u64 {
+        let key = std::ptr::from_ref(self).addr();
+        TICK_CACHE.with(|slots| {
+            let slot = &slots[(key / align_of::<Self>()) % slots.len()];
+            if let Some(cached) = slot.get()
+                && cached.breaker == key
+                && cached.start <= now
+                && now < cached.end
+            {
+                return cached.tick;
+            }
+            self.tick_at_slow(now, slot)
+        })
+    }
+
+    #[inline(never)]
+    fn tick_at_slow(&self, now: Instant, slot: &Cell<Option<CachedTick>>) -> u64 {
+        let tick = self.ticks.of(self.nanos_at(now));
+        let at = |tick: u64| {
+            tick.checked_mul(self.tick_nanos)
+                .and_then(|n| self.origin.checked_add(Duration::from_nanos(n)))
+        };
+        if let (Some(start), Some(end)) = (at(tick), at(tick + 1)) {
+            slot.set(Some(CachedTick {
+                breaker: std::ptr::from_ref(self).addr(),
+                tick,
+                start,
+                end,
+            }));
+        }
+        tick
     }
 
     /// Opens the breaker if the window now meets the opening rule.
