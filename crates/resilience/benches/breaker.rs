@@ -12,6 +12,10 @@
 //! Run: `cargo bench -p resilience --bench breaker`. The zero-allocation
 //! check of the success path is the test `tests/breaker_alloc.rs` (a counting
 //! global allocator would slow the allocating peer here).
+//!
+//! Wall-clock figures inflate when the machine is shared; for figures that
+//! do not depend on load, run `examples/breaker_calls.rs` under callgrind
+//! (instructions per call) or `perf stat -e task-clock` (CPU time per call).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
