@@ -638,3 +638,36 @@ async fn bucket_boundaries_are_exact() {
     advance(Duration::from_secs(1)).await;
     assert_eq!(breaker.snapshot().calls, 0, "bucket 1 has left the window");
 }
+
+/// A breaker built after another was dropped gets fresh per-thread tick
+/// bounds, even if its state lands at the freed one's address: a stale entry
+/// (here 10 s buckets, tick 2) would put its calls in the wrong bucket. (Whether
+/// the allocator reuses the address is up to it; the unit test in
+/// `breaker/state.rs` builds the new state in the old one's memory.)
+#[tokio::test(start_paused = true)]
+async fn a_new_breaker_never_reads_a_dropped_ones_bucket_bounds() {
+    let call =
+        |breaker: &BreakerHandle| breaker.call(std::future::ready(Ok::<_, std::io::Error>(())));
+    let slow_window = BreakerConfig {
+        monitoring_period: Duration::from_secs(100),
+        ..config()
+    };
+    let layer = BreakerLayer::new("before", slow_window).unwrap();
+    let old = layer.handle();
+    advance(Duration::from_secs(25)).await;
+    call(&old).await.unwrap(); // tick 2 of 10 s: bounds [20 s, 30 s) cached
+    assert_eq!(old.snapshot().calls, 1);
+    drop((layer, old));
+
+    // 1 s buckets from 25 s on.
+    let breaker = BreakerLayer::new("after", config()).unwrap().handle();
+    call(&breaker).await.unwrap(); // its tick 0
+    assert_eq!(breaker.snapshot().calls, 1, "counted in the current bucket");
+    advance(Duration::from_secs(3)).await;
+    call(&breaker).await.unwrap(); // its tick 3
+    assert_eq!(breaker.snapshot().calls, 2);
+    advance(Duration::from_secs(7)).await;
+    assert_eq!(breaker.snapshot().calls, 1, "tick 0 has left the window");
+    advance(Duration::from_secs(3)).await;
+    assert_eq!(breaker.snapshot().calls, 0, "tick 3 has left the window");
+}

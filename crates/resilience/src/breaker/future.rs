@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
@@ -35,12 +36,8 @@ pin_project! {
 }
 
 /// Reports a dropped, unfinished call to the breaker.
-///
-/// The state is reached through a `&'static` (see
-/// [`BreakerLayer::new`](super::BreakerLayer::new)): no reference count is
-/// touched per call.
 struct Guard {
-    shared: &'static Shared,
+    shared: Arc<Shared>,
     permit: Permit,
     done: bool,
 }
@@ -67,12 +64,7 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(crate) fn admitted(
-        future: F,
-        shared: &'static Shared,
-        permit: Permit,
-        classifier: C,
-    ) -> Self {
+    pub(crate) fn admitted(future: F, shared: Arc<Shared>, permit: Permit, classifier: C) -> Self {
         Self {
             kind: Kind::Admitted {
                 future,

@@ -1,6 +1,5 @@
 //! The breaker's shared state machine: one per layer, shared by every service
-//! copy, handle and wrapped future (leaked once when the layer is built, so
-//! they all hold a `&'static`, see [`BreakerLayer::new`](super::BreakerLayer::new)).
+//! copy, handle and wrapped future.
 //!
 //! Hot path: the state and a generation number are packed in one `AtomicU64`
 //! (`generation << 8 | state`), read once per admission and once per
@@ -140,10 +139,13 @@ struct Control {
     tripped_at: Option<Instant>,
 }
 
-/// Aligned to a cache line so that no unrelated, often-written heap data
-/// shares a line with the read-mostly fields every call reads.
+/// Aligned to a cache line so that, inside its `Arc`, the reference counts
+/// (bumped by every admitted call's future) sit on a line of their own, away
+/// from the read-mostly fields every call reads.
 #[repr(align(64))]
 pub(crate) struct Shared {
+    /// This breaker's number, unique in the process (see [`NEXT_ID`]).
+    id: u64,
     name: Arc<str>,
     origin: Instant,
     ticks: Ticks,
@@ -172,11 +174,16 @@ pub(crate) struct Shared {
     metrics: BreakerMetrics,
 }
 
+/// Numbers breakers for the per-thread tick cache. Never reused (2⁶⁴ builds
+/// do not happen), unlike a freed state's address: an entry left behind by a
+/// dropped breaker can never be taken for a later one's.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The bounds of the tick a thread last saw for one breaker.
 #[derive(Clone, Copy)]
 struct CachedTick {
-    /// The breaker's address.
-    breaker: usize,
+    /// The breaker's [`id`](Shared::id).
+    breaker: u64,
     tick: u64,
     start: Instant,
     end: Instant,
@@ -230,6 +237,7 @@ impl Shared {
         // At least 1 ms once validated; `Ticks` needs 2.
         let tick_nanos = (nanos(config.monitoring_period) / BUCKETS).max(2);
         Self {
+            id: NEXT_ID.fetch_add(1, Relaxed),
             origin: Instant::now(),
             ticks: Ticks::new(tick_nanos),
             tick_nanos,
@@ -442,17 +450,17 @@ impl Shared {
     /// The tick holding `now`. Converting an `Instant` to nanoseconds since
     /// the origin costs a call into std and a few branches (about 10 ns, a
     /// sixth of the closed path); instead each thread remembers the bounds
-    /// of the tick it last saw per breaker (four slots, by address), and a
-    /// call inside them costs two comparisons. Exact: `start ≤ now < end`
+    /// of the tick it last saw per breaker (four slots, by breaker id), and
+    /// a call inside them costs two comparisons. Exact: `start ≤ now < end`
     /// with `start = origin + tick·d`, `end = start + d` is the definition
-    /// of `tick`. The state is never freed (see
-    /// [`BreakerLayer::new`](super::BreakerLayer::new)), so its address
-    /// names it for the life of the process.
+    /// of `tick`. Entries are keyed by the breaker's process-unique
+    /// [`id`](Self::id), not its address, which a later breaker may get
+    /// once this one is dropped: a stale entry is never matched.
     #[inline]
     fn tick_at(&self, now: Instant) -> u64 {
-        let key = std::ptr::from_ref(self).addr();
+        let key = self.id;
         TICK_CACHE.with(|slots| {
-            let slot = &slots[(key / align_of::<Self>()) % slots.len()];
+            let slot = &slots[(key % slots.len() as u64) as usize];
             if let Some(cached) = slot.get()
                 && cached.breaker == key
                 && cached.start <= now
@@ -473,7 +481,7 @@ impl Shared {
         };
         if let (Some(start), Some(end)) = (at(tick), at(tick + 1)) {
             slot.set(Some(CachedTick {
-                breaker: std::ptr::from_ref(self).addr(),
+                breaker: self.id,
                 tick,
                 start,
                 end,
@@ -664,4 +672,53 @@ enum Slot {
 
 fn probe_generation(word: u64) -> u64 {
     (word >> 8) & 0xffff_ffff
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::advance;
+
+    use super::*;
+
+    fn config(monitoring_period: Duration) -> BreakerConfig {
+        BreakerConfig {
+            monitoring_period,
+            ..BreakerConfig::default()
+        }
+    }
+
+    fn succeed(state: &Shared) {
+        let Admission::Admitted(permit) = state.admit() else {
+            panic!("a closed breaker admits");
+        };
+        state.complete(permit, false);
+    }
+
+    /// A breaker dropped and another built in the very same memory (what an
+    /// allocator may well do): this thread's cached bounds of the old one's
+    /// bucket must not be used for the new one.
+    #[tokio::test(start_paused = true)]
+    async fn a_state_built_where_a_dropped_one_was_gets_its_own_buckets() {
+        let mut state = Arc::new(Shared::new(
+            "before".into(),
+            &config(Duration::from_secs(100)),
+        ));
+        advance(Duration::from_secs(25)).await;
+        succeed(&state); // its tick 2 of 10 s: bounds [20 s, 30 s) cached here
+        let address = Arc::as_ptr(&state);
+
+        // Drops the old state in place; 1 s buckets from 25 s on.
+        *Arc::get_mut(&mut state).expect("the only owner") =
+            Shared::new("after".into(), &config(Duration::from_secs(10)));
+        assert_eq!(Arc::as_ptr(&state), address, "same address");
+        succeed(&state); // its tick 0
+        assert_eq!(state.observe().1.calls, 1, "counted in the current bucket");
+        advance(Duration::from_secs(3)).await;
+        succeed(&state); // its tick 3
+        assert_eq!(state.observe().1.calls, 2);
+        advance(Duration::from_secs(7)).await;
+        assert_eq!(state.observe().1.calls, 1, "tick 0 has left the window");
+        advance(Duration::from_secs(3)).await;
+        assert_eq!(state.observe().1.calls, 0, "tick 3 has left the window");
+    }
 }
