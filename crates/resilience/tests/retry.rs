@@ -15,6 +15,7 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 use resilience::{
     BoxError,
+    breaker::{BreakerConfig, BreakerLayer, BreakerOpen},
     classify::{HttpStatus, Outcome},
     concurrency::{ConcurrencyConfig, ConcurrencyLimitLayer, QueueFull},
     retry::{Backoff, IdempotentHttp, RetryAfterHint, RetryBudgetConfig, RetryConfig, RetryLayer},
@@ -480,6 +481,70 @@ async fn a_full_queue_below_is_retried_after_its_hint() {
         .unwrap_err();
     assert!(error.is::<QueueFull>());
     busy.await.unwrap().unwrap();
+}
+
+/// A breaker that opens on one failure and admits a probe 1 s later, around a
+/// service that fails its first call only; returns the service's try count.
+fn breaker_over_flaky(
+    name: &str,
+) -> (
+    impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone,
+    Arc<AtomicUsize>,
+) {
+    let tries = Arc::new(AtomicUsize::new(0));
+    let counted = tries.clone();
+    let flaky = service_fn(move |n: u32| {
+        let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                Err::<u32, BoxError>("unavailable".into())
+            } else {
+                Ok(n)
+            }
+        }
+    });
+    let breaker = BreakerLayer::new(
+        name,
+        BreakerConfig {
+            failure_threshold: 1,
+            minimum_throughput: 1,
+            reset_timeout: Duration::from_secs(1),
+            ..BreakerConfig::default()
+        },
+    )
+    .unwrap();
+    (breaker.layer(flaky), tries)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_below_is_retried_at_its_next_probe() {
+    let (breaker, tries) = breaker_over_flaky("db");
+    let mut config = config(3, Backoff::Constant);
+    config.max_delay = Duration::from_secs(2);
+    let retried = RetryLayer::new("db", config).unwrap().layer(breaker);
+
+    let started = Instant::now();
+    assert_eq!(retried.oneshot(7).await.unwrap(), 7);
+    // Try 1 fails and opens the breaker; after the 100 ms backoff the breaker
+    // refuses with "next probe in 900 ms"; that wait is honoured, so the probe
+    // (try 2) lands exactly when the breaker admits it, and succeeds.
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(tries.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_whose_probe_is_too_far_off_is_not_waited_for() {
+    let (breaker, tries) = breaker_over_flaky("db");
+    let mut config = config(3, Backoff::Constant);
+    config.max_delay = Duration::from_millis(500);
+    let retried = RetryLayer::new("db", config).unwrap().layer(breaker);
+
+    let started = Instant::now();
+    let error = retried.oneshot(7).await.unwrap_err();
+    assert!(error.is::<BreakerOpen>(), "got {error}");
+    // One backoff of 100 ms, then the 900 ms hint exceeds max_delay: give up.
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+    assert_eq!(tries.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -59,3 +59,9 @@ impl ConfigError {
         self.allowed
     }
 }
+
+impl crate::retry::RetryAfterHint for BreakerOpen {
+    fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}

@@ -45,6 +45,6 @@ pub(crate) fn default_hints() -> Vec<HintFn> {
     vec![
         hint_of::<crate::concurrency::QueueFull>,
         hint_of::<crate::concurrency::QueueTimeout>,
-        // Once the breaker lands: hint_of::<crate::breaker::BreakerOpen>,
+        hint_of::<crate::breaker::BreakerOpen>,
     ]
 }
