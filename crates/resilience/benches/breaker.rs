@@ -9,12 +9,12 @@
 //! share one breaker; the time shown is wall-clock per call (total time ÷
 //! total calls).
 //!
-//! Run: `cargo bench -p resilience --bench breaker`. The zero-allocation
+//! Run: `cargo bench -p resilience-benches --bench breaker`. The zero-allocation
 //! check of the success path is the test `tests/breaker_alloc.rs` (a counting
 //! global allocator would slow the allocating peer here).
 //!
 //! Wall-clock figures inflate when the machine is shared; for figures that
-//! do not depend on load, run `examples/breaker_calls.rs` under callgrind
+//! do not depend on load, run `breaker_calls.rs` (a bin of this package) under callgrind
 //! (instructions per call) or `perf stat -e task-clock` (CPU time per call).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
