@@ -71,7 +71,10 @@ impl BudgetConfig {
         if let (Some(p95), Some(p99)) = (self.p95, self.p99)
             && p95 > p99
         {
-            return Err(ConfigError::new("budget.p95", "a duration no longer than budget.p99"));
+            return Err(ConfigError::new(
+                "budget.p95",
+                "a duration no longer than budget.p99",
+            ));
         }
         if let Some(rate) = self.error_rate
             && !(rate > 0.0 && rate <= 1.0)

@@ -48,7 +48,12 @@ impl BudgetState {
         let interval = u64::try_from(EVALUATION_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
         if self
             .next_evaluation
-            .compare_exchange(next, at.saturating_add(interval), Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(
+                next,
+                at.saturating_add(interval),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
             .is_ok()
         {
             self.evaluate(operation, at);

@@ -50,8 +50,8 @@ mod layer;
 mod service;
 pub(crate) mod window;
 
-pub(crate) use config::validate_window;
 pub use config::MetricsConfig;
+pub(crate) use config::validate_window;
 pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub(crate) use handle::Operation;

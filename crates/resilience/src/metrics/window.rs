@@ -137,8 +137,7 @@ impl Window {
 
     /// Nanoseconds from the window's creation to `instant` (the window's clock).
     pub(crate) fn offset(&self, instant: Instant) -> u64 {
-        u64::try_from(instant.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX)
+        u64::try_from(instant.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Records one call that ended at `at` (see [`Window::offset`]).
@@ -306,7 +305,19 @@ mod tests {
             previous_upper = upper;
         }
         assert_eq!(previous_upper, (1u64 << MAX_OCTAVE) as f64);
-        for micros in [0u64, 1, 15, 16, 17, 31, 32, 1000, 99_999, 1 << 26, (1 << 27) - 1] {
+        for micros in [
+            0u64,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            1000,
+            99_999,
+            1 << 26,
+            (1 << 27) - 1,
+        ] {
             let index = bucket_of(Duration::from_micros(micros));
             let (lower, upper) = bucket_bounds(index);
             assert!(
