@@ -42,7 +42,7 @@ impl MetricsLayer {
 impl<C> MetricsLayer<C> {
     /// Judge calls with `classifier` instead (for example
     /// [`crate::classify::HttpStatus`], so a `500` response counts as a failure).
-    pub fn classifier<D>(self, classifier: D) -> MetricsLayer<D> {
+    pub fn with_classifier<D>(self, classifier: D) -> MetricsLayer<D> {
         MetricsLayer {
             operation: self.operation,
             classifier,

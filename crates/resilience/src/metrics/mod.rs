@@ -64,6 +64,7 @@ pub use service::Metrics;
 ///
 /// Call it once, after installing the recorder.
 pub fn describe_all() {
+    crate::breaker::describe();
     describe();
     crate::budget::describe();
 }
