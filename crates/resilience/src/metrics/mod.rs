@@ -65,6 +65,8 @@ pub use service::Metrics;
 /// Call it once, after installing the recorder.
 pub fn describe_all() {
     crate::breaker::describe();
+    crate::concurrency::describe();
+    crate::retry::describe();
     describe();
     crate::budget::describe();
 }

@@ -7,7 +7,7 @@
 //! slot is reused (zeroed) when time comes round to it again, so the window
 //! slides without one record per call and without a background task.
 //!
-//! Recording is a handful of relaxed atomic adds. Only the first call to land
+//! Recording is two or three relaxed atomic adds. Only the first call to land
 //! in a slot after it went stale takes a short lock to zero it; readers never
 //! lock. A call that raced a slot's reset can be counted in the newer slice
 //! (it ended at the boundary); summaries are statistics, not accounting.
@@ -70,7 +70,7 @@ fn bucket_bounds(index: usize) -> (f64, f64) {
 struct Slot {
     /// Which slice this slot holds: its sequence number + 1 (0: never used).
     tag: AtomicU64,
-    count: AtomicU64,
+    // No call count: it is the sum of the buckets (one atomic add less per call).
     failures: AtomicU64,
     sum_nanos: AtomicU64,
     max_nanos: AtomicU64,
@@ -81,7 +81,6 @@ impl Slot {
     fn new() -> Self {
         Self {
             tag: AtomicU64::new(0),
-            count: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             sum_nanos: AtomicU64::new(0),
             max_nanos: AtomicU64::new(0),
@@ -90,7 +89,6 @@ impl Slot {
     }
 
     fn clear(&self) {
-        self.count.store(0, Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
         self.sum_nanos.store(0, Ordering::Relaxed);
         self.max_nanos.store(0, Ordering::Relaxed);
@@ -149,7 +147,6 @@ impl Window {
             self.rotate(slot, tag);
         }
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        slot.count.fetch_add(1, Ordering::Relaxed);
         if failure {
             slot.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -194,12 +191,13 @@ impl Window {
             if tag == 0 || tag - 1 < oldest || tag - 1 > seq {
                 continue;
             }
-            summary.count += slot.count.load(Ordering::Relaxed);
             summary.failures += slot.failures.load(Ordering::Relaxed);
             sum_nanos += u128::from(slot.sum_nanos.load(Ordering::Relaxed));
             max_nanos = max_nanos.max(slot.max_nanos.load(Ordering::Relaxed));
             for (total, bucket) in summary.buckets.iter_mut().zip(&slot.buckets) {
-                *total += bucket.load(Ordering::Relaxed);
+                let calls = bucket.load(Ordering::Relaxed);
+                *total += calls;
+                summary.count += calls;
             }
         }
         summary.max = Duration::from_nanos(max_nanos);
