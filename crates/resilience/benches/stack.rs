@@ -49,7 +49,10 @@ impl Service<()> for Noop {
     type Error = Infallible;
     type Future = Ready<Result<(), Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -74,7 +77,10 @@ where
     S: Service<()> + Clone,
     S::Error: std::fmt::Debug,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     c.benchmark_group(group).bench_function(name, |b| {
         b.iter_custom(|iters| {
             let service = service.clone();
@@ -117,7 +123,12 @@ where
     });
 }
 
-fn stack(name: &str) -> impl Layer<Noop, Service: Service<(), Error = resilience::BoxError, Future: Send> + Clone + Send + 'static> {
+fn stack(
+    name: &str,
+) -> impl Layer<
+    Noop,
+    Service: Service<(), Error = resilience::BoxError, Future: Send> + Clone + Send + 'static,
+> {
     let config: ServiceConfig = toml::from_str(CONFIG).unwrap();
     ServiceStack::new(name, &config, &Registry::new()).unwrap()
 }
@@ -129,12 +140,47 @@ fn layers(c: &mut Criterion) {
     use resilience::metrics::{MetricsConfig, MetricsLayer};
     use resilience::retry::{RetryConfig, RetryLayer};
     let group = "single, one layer";
-    single(c, group, "metrics", MetricsLayer::new("m", MetricsConfig::default()).unwrap().layer(Noop));
-    single(c, group, "breaker", BreakerLayer::new("b", BreakerConfig::default()).unwrap().layer(Noop));
-    let limit = ConcurrencyConfig { max_concurrent: 1024, max_queue: 1024, ..ConcurrencyConfig::default() };
-    single(c, group, "concurrency", ConcurrencyLimitLayer::new("c", limit).unwrap().layer(Noop));
-    single(c, group, "timeout", tower::timeout::TimeoutLayer::new(Duration::from_secs(5)).layer(Noop));
-    single(c, group, "retry", RetryLayer::new("r", RetryConfig::default()).unwrap().layer(Noop));
+    single(
+        c,
+        group,
+        "metrics",
+        MetricsLayer::new("m", MetricsConfig::default())
+            .unwrap()
+            .layer(Noop),
+    );
+    single(
+        c,
+        group,
+        "breaker",
+        BreakerLayer::new("b", BreakerConfig::default())
+            .unwrap()
+            .layer(Noop),
+    );
+    let limit = ConcurrencyConfig {
+        max_concurrent: 1024,
+        max_queue: 1024,
+        ..ConcurrencyConfig::default()
+    };
+    single(
+        c,
+        group,
+        "concurrency",
+        ConcurrencyLimitLayer::new("c", limit).unwrap().layer(Noop),
+    );
+    single(
+        c,
+        group,
+        "timeout",
+        tower::timeout::TimeoutLayer::new(Duration::from_secs(5)).layer(Noop),
+    );
+    single(
+        c,
+        group,
+        "retry",
+        RetryLayer::new("r", RetryConfig::default())
+            .unwrap()
+            .layer(Noop),
+    );
 }
 
 fn benches(c: &mut Criterion) {
@@ -144,7 +190,12 @@ fn benches(c: &mut Criterion) {
     single(c, "single", "bare", Noop);
     single(c, "single", "stack (noop recorder)", plain.clone());
     contended(c, "contended 4 tasks / 2 workers", "bare", Noop);
-    contended(c, "contended 4 tasks / 2 workers", "stack (noop recorder)", plain);
+    contended(
+        c,
+        "contended 4 tasks / 2 workers",
+        "stack (noop recorder)",
+        plain,
+    );
 
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let prometheus = recorder.handle();
@@ -152,9 +203,18 @@ fn benches(c: &mut Criterion) {
     resilience::metrics::describe_all();
     let measured = stack("bench").layer(Noop);
     single(c, "single", "stack (prometheus)", measured.clone());
-    contended(c, "contended 4 tasks / 2 workers", "stack (prometheus)", measured);
+    contended(
+        c,
+        "contended 4 tasks / 2 workers",
+        "stack (prometheus)",
+        measured,
+    );
     // Keep the exporter's histograms drained as a scrape would.
-    assert!(prometheus.render().contains("resilience_operation_requests_total"));
+    assert!(
+        prometheus
+            .render()
+            .contains("resilience_operation_requests_total")
+    );
 }
 
 criterion_group! {

@@ -228,7 +228,7 @@ async fn classifier_decides_what_is_a_failure() {
     let layer = metrics::with_local_recorder(&recorder, || {
         MetricsLayer::new("http", MetricsConfig::default())
             .unwrap()
-            .classifier(|result: Result<&u16, &BoxError>| match result {
+            .with_classifier(|result: Result<&u16, &BoxError>| match result {
                 Ok(status) if *status >= 500 => Outcome::RETRYABLE,
                 Ok(_) => Outcome::Success,
                 Err(_) => Outcome::RETRYABLE,

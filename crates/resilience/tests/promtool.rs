@@ -35,6 +35,9 @@ backoff = "constant"
 base_delay = "100ms"
 jitter = false
 
+[cache]
+ttl = "1m"
+
 [budget]
 p95 = "50ms"
 p99 = "100ms"
@@ -68,7 +71,13 @@ fn assert_one_hot(text: &str, breaker: &str, expected: BreakerState) {
             &[("name", breaker), ("state", state.as_str())],
         );
         let want = if state == expected { 1.0 } else { 0.0 };
-        assert_eq!(value, want, "state {} while {}", state.as_str(), expected.as_str());
+        assert_eq!(
+            value,
+            want,
+            "state {} while {}",
+            state.as_str(),
+            expected.as_str()
+        );
     }
 }
 
@@ -86,7 +95,12 @@ fn promtool(text: &str) -> Option<(i32, String)> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
         Err(error) => panic!("cannot run promtool: {error}"),
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     let printed = format!(
         "{}{}",
@@ -121,16 +135,43 @@ async fn every_layers_metrics_pass_promtool() {
     }));
     let breaker = registry.breaker("orders").unwrap();
 
+    // The service's typed cache: a miss, a hit, an invalidation.
+    let cache = stack
+        .cache::<u32, String>()
+        .unwrap()
+        .expect("a [cache] section");
+    for _ in 0..2 {
+        let order = cache
+            .get_or_load(1, &["customer:7"], || async {
+                Ok::<_, std::io::Error>("order 1".to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(order, "order 1");
+    }
+    assert_eq!(registry.cache_invalidate_tags(&["customer:7"]).await, 1);
+    cache.run_pending_tasks().await;
+
     // Successes, slow enough to breach the latency budgets.
     for _ in 0..3 {
-        service.clone().oneshot(Duration::from_millis(200)).await.unwrap();
+        service
+            .clone()
+            .oneshot(Duration::from_millis(200))
+            .await
+            .unwrap();
     }
     // A queued call and a refused one.
     let running = tokio::spawn(service.clone().oneshot(Duration::from_millis(500)));
     tokio::task::yield_now().await;
     let queued = tokio::spawn(service.clone().oneshot(Duration::from_millis(1)));
     tokio::task::yield_now().await;
-    assert!(service.clone().oneshot(Duration::from_millis(1)).await.is_err());
+    assert!(
+        service
+            .clone()
+            .oneshot(Duration::from_millis(1))
+            .await
+            .is_err()
+    );
     running.await.unwrap().unwrap();
     queued.await.unwrap().unwrap();
     assert_one_hot(&prometheus.render(), "orders", BreakerState::Closed);
@@ -138,9 +179,22 @@ async fn every_layers_metrics_pass_promtool() {
     // Failures (each retried once) open the breaker.
     failing.store(true, Ordering::SeqCst);
     while breaker.state() != BreakerState::Open {
-        assert!(service.clone().oneshot(Duration::from_millis(1)).await.is_err());
+        assert!(
+            service
+                .clone()
+                .oneshot(Duration::from_millis(1))
+                .await
+                .is_err()
+        );
     }
-    assert!(service.clone().oneshot(Duration::from_millis(1)).await.is_err(), "refused");
+    assert!(
+        service
+            .clone()
+            .oneshot(Duration::from_millis(1))
+            .await
+            .is_err(),
+        "refused"
+    );
     assert_one_hot(&prometheus.render(), "orders", BreakerState::Open);
 
     // After reset_timeout a probe is admitted (half-open) and succeeds (closed).
@@ -156,16 +210,38 @@ async fn every_layers_metrics_pass_promtool() {
     registry.alerts(); // evaluate the budgets
     let text = prometheus.render();
     assert_one_hot(&text, "orders", BreakerState::Closed);
-    for (from, to) in [("closed", "open"), ("open", "half_open"), ("half_open", "closed")] {
+    for (from, to) in [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ] {
         assert_eq!(
-            sample(&text, "resilience_breaker_transitions_total", &[("name", "orders"), ("from", from), ("to", to)]),
+            sample(
+                &text,
+                "resilience_breaker_transitions_total",
+                &[("name", "orders"), ("from", from), ("to", to)]
+            ),
             1.0
         );
     }
     assert_eq!(
-        sample(&text, "resilience_budget_breached", &[("name", "orders"), ("budget", "p95")]),
+        sample(
+            &text,
+            "resilience_budget_breached",
+            &[("name", "orders"), ("budget", "p95")]
+        ),
         1.0
     );
+    for result in ["hit", "miss"] {
+        assert_eq!(
+            sample(
+                &text,
+                "resilience_cache_requests_total",
+                &[("name", "orders"), ("result", result)]
+            ),
+            1.0
+        );
+    }
     for family in [
         "resilience_operation_duration_seconds",
         "resilience_operation_requests_total",
@@ -184,8 +260,16 @@ async fn every_layers_metrics_pass_promtool() {
         "resilience_retry_exhausted_total",
         "resilience_budget_breached",
         "resilience_budget_breaches_total",
+        "resilience_cache_requests_total",
+        "resilience_cache_loads_total",
+        "resilience_cache_evictions_total",
+        "resilience_cache_refreshes_total",
+        "resilience_cache_entries",
     ] {
-        assert!(text.contains(&format!("# HELP {family} ")), "no HELP for {family} in\n{text}");
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "no HELP for {family} in\n{text}"
+        );
     }
 
     match promtool(&text) {

@@ -55,9 +55,7 @@ struct Backend {
     fail_next: AtomicU32,
 }
 
-type Service = StackService<
-    tower::util::BoxCloneSyncService<Job, &'static str, std::io::Error>,
->;
+type Service = StackService<tower::util::BoxCloneSyncService<Job, &'static str, std::io::Error>>;
 
 fn stack(config: &str, registry: &Registry) -> (Service, Arc<Backend>) {
     let config: ServiceConfig = toml::from_str(config).unwrap();
@@ -129,7 +127,11 @@ async fn an_empty_config_is_a_breaker_and_a_timeout() {
     let started = Instant::now();
     let error = service.oneshot(Job::Hang).await.unwrap_err();
     assert!(error.is::<tower::timeout::error::Elapsed>(), "{error}");
-    assert_eq!(started.elapsed(), Duration::from_secs(30), "the default deadline");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(30),
+        "the default deadline"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -160,18 +162,32 @@ async fn breaker_counts_one_failure_per_call_then_refuses_without_calling() {
     for call in 1..=3 {
         let error = service.clone().oneshot(QUICK).await.unwrap_err();
         assert_eq!(error.to_string(), "backend failed");
-        assert_eq!(backend.attempts.load(Ordering::SeqCst), 3 * call, "three tries per call");
+        assert_eq!(
+            backend.attempts.load(Ordering::SeqCst),
+            3 * call,
+            "three tries per call"
+        );
     }
     let breaker = registry.breaker("orders").unwrap();
     assert_eq!(breaker.state(), BreakerState::Open, "3 calls, 3 failures");
 
     let error = service.clone().oneshot(QUICK).await.unwrap_err();
-    let open = error.downcast_ref::<BreakerOpen>().expect("refused by the breaker");
+    let open = error
+        .downcast_ref::<BreakerOpen>()
+        .expect("refused by the breaker");
     assert_eq!(open.name(), "orders");
-    assert_eq!(backend.attempts.load(Ordering::SeqCst), 9, "the backend was not called");
+    assert_eq!(
+        backend.attempts.load(Ordering::SeqCst),
+        9,
+        "the backend was not called"
+    );
 
     let operation = registry.operation("orders").unwrap().snapshot();
-    assert_eq!((operation.count, operation.failures), (4, 4), "metrics see the refusal too");
+    assert_eq!(
+        (operation.count, operation.failures),
+        (4, 4),
+        "metrics see the refusal too"
+    );
     let readiness = registry.readiness();
     assert_eq!(readiness.status, Status::Degraded);
     assert_eq!(readiness.issues[0].component, Component::Breaker);
@@ -192,7 +208,11 @@ async fn the_timeout_is_one_deadline_for_the_whole_call() {
     let error = service.oneshot(Job::Hang).await.unwrap_err();
     assert!(error.is::<tower::timeout::error::Elapsed>(), "{error}");
     assert_eq!(started.elapsed(), Duration::from_secs(2));
-    assert_eq!(backend.attempts.load(Ordering::SeqCst), 1, "a spent deadline is not retried");
+    assert_eq!(
+        backend.attempts.load(Ordering::SeqCst),
+        1,
+        "a spent deadline is not retried"
+    );
     assert_eq!(registry.breaker("orders").unwrap().snapshot().failures, 1);
 }
 
@@ -225,10 +245,16 @@ async fn the_concurrency_limit_queues_then_refuses() {
         assert!(error.is::<tower::timeout::error::Elapsed>());
     }
     let limit = limit.snapshot();
-    assert_eq!((limit.rejected_queue_full, limit.rejected_queue_timeout), (1, 1));
+    assert_eq!(
+        (limit.rejected_queue_full, limit.rejected_queue_timeout),
+        (1, 1)
+    );
     // With the default classifier every error is a failure, rejections by
     // the limit included: four failed calls opened the breaker.
-    assert_eq!(registry.breaker("orders").unwrap().state(), BreakerState::Open);
+    assert_eq!(
+        registry.breaker("orders").unwrap().state(),
+        BreakerState::Open
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,14 +279,25 @@ async fn slow_calls_raise_a_budget_alert_in_the_registry() {
     }));
     let (service, _) = stack(CONFIG, &registry);
     for _ in 0..5 {
-        service.clone().oneshot(Job::Work(Duration::from_secs(1))).await.unwrap();
+        service
+            .clone()
+            .oneshot(Job::Work(Duration::from_secs(1)))
+            .await
+            .unwrap();
     }
     let alerts = registry.alerts();
     assert_eq!(alerts.len(), 1);
-    assert_eq!((alerts[0].operation.as_str(), alerts[0].budget), ("orders", BudgetKind::P95));
+    assert_eq!(
+        (alerts[0].operation.as_str(), alerts[0].budget),
+        ("orders", BudgetKind::P95)
+    );
     assert_eq!(events.lock().unwrap().len(), 1);
     let readiness = registry.readiness();
-    assert_eq!(readiness.status, Status::Ready, "a budget alert does not take the service out");
+    assert_eq!(
+        readiness.status,
+        Status::Ready,
+        "a budget alert does not take the service out"
+    );
     assert_eq!(readiness.issues[0].component, Component::Budget);
 }
 
@@ -273,14 +310,20 @@ fn bad_configs_name_the_service_and_field() {
     };
     let error = build(r#"timeout = "0s""#);
     assert!(matches!(error.problem, StackProblem::Timeout));
-    assert_eq!(error.to_string(), "service 'orders': invalid `timeout`: a duration above 0");
+    assert_eq!(
+        error.to_string(),
+        "service 'orders': invalid `timeout`: a duration above 0"
+    );
 
     let error = build("[budget]\nerror_rate = 2.0");
     assert!(matches!(&error.problem, StackProblem::Budget(e) if e.field == "budget.error_rate"));
     let error = build("[breaker]\nfailure_threshold = 0");
     assert!(matches!(error.problem, StackProblem::Breaker(_)), "{error}");
     let error = build("[concurrency]\nmax_concurrent = 0");
-    assert!(matches!(error.problem, StackProblem::Concurrency(_)), "{error}");
+    assert!(
+        matches!(error.problem, StackProblem::Concurrency(_)),
+        "{error}"
+    );
     let error = build("[retry]\nattempts = 0");
     assert!(matches!(error.problem, StackProblem::Retry(_)), "{error}");
 
@@ -288,7 +331,10 @@ fn bad_configs_name_the_service_and_field() {
         toml::from_str::<ServiceConfig>("[breaker]\nfailure_treshold = 3").is_err(),
         "unknown fields are refused"
     );
-    assert!(registry.snapshot().breakers.is_empty(), "nothing registered");
+    assert!(
+        registry.snapshot().breakers.is_empty(),
+        "nothing registered"
+    );
 }
 
 #[test]
@@ -298,10 +344,41 @@ fn a_taken_name_registers_nothing() {
     registry.register_breaker(breaker.handle()).unwrap();
     let config: ServiceConfig = toml::from_str(CONFIG).unwrap();
     let error = ServiceStack::new("orders", &config, &registry).unwrap_err();
-    assert!(matches!(error.problem, StackProblem::Registry(_)), "{error}");
+    assert!(
+        matches!(error.problem, StackProblem::Registry(_)),
+        "{error}"
+    );
     assert!(registry.operation("orders").is_none());
     assert!(registry.concurrency("orders").is_none());
     // Under another name it works.
     ServiceStack::new("orders-v2", &config, &registry).unwrap();
     assert!(registry.operation("orders-v2").is_some());
+}
+
+#[tokio::test]
+async fn the_cache_section_builds_a_registered_cache() {
+    let registry = Registry::new();
+    let config: ServiceConfig =
+        toml::from_str("[cache]\nttl = \"30s\"\nmax_entries = 100").unwrap();
+    let stack = ServiceStack::new("users", &config, &registry).unwrap();
+    let users = stack.cache::<u64, String>().unwrap().expect("configured");
+    users.insert(7, "ada".into(), &["org:1"]).await;
+    assert_eq!(registry.cache("users").unwrap().snapshot().name, "users");
+    assert_eq!(registry.cache_invalidate_tags(&["org:1"]).await, 1);
+    let error = stack.cache::<u64, String>().unwrap_err();
+    assert!(
+        matches!(error.problem, StackProblem::Registry(_)),
+        "one cache per stack: {error}"
+    );
+
+    let plain = ServiceStack::new("assets", &ServiceConfig::default(), &registry).unwrap();
+    assert!(
+        plain.cache::<u64, String>().unwrap().is_none(),
+        "no [cache], no cache"
+    );
+    let error = {
+        let config: ServiceConfig = toml::from_str("[cache]\nttl = \"0s\"").unwrap();
+        ServiceStack::new("bad", &config, &registry).unwrap_err()
+    };
+    assert!(matches!(error.problem, StackProblem::Cache(_)), "{error}");
 }

@@ -53,6 +53,16 @@ pub struct Alert {
     /// When the breach was first seen (wall clock, RFC 3339 in JSON).
     #[serde(with = "humantime_serde")]
     pub since: SystemTime,
+    /// `since` on tokio's clock, to order alerts (the wall clock may step).
+    #[serde(skip)]
+    pub(crate) raised: tokio::time::Instant,
+}
+
+impl Alert {
+    /// How long the breach has lasted, on tokio's clock.
+    pub fn duration(&self) -> std::time::Duration {
+        self.raised.elapsed()
+    }
 }
 
 /// Whether an alert was raised or resolved.

@@ -94,6 +94,7 @@ impl BudgetState {
                         limit: limit.limit,
                         samples: summary.count,
                         since: SystemTime::now(),
+                        raised: Instant::now(),
                     };
                     limit.breached.set(1.0);
                     limit.breaches.increment(1);

@@ -67,6 +67,7 @@ pub fn describe_all() {
     crate::breaker::describe();
     crate::concurrency::describe();
     crate::retry::describe();
+    crate::cache::describe();
     describe();
     crate::budget::describe();
 }
