@@ -108,7 +108,10 @@ impl BreakerConfig {
             ));
         }
         if self.half_open_max_calls == 0 {
-            return Err(ConfigError::new("half_open_max_calls", "must be at least 1"));
+            return Err(ConfigError::new(
+                "half_open_max_calls",
+                "must be at least 1",
+            ));
         }
         if self.slow_call_duration.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new(

@@ -89,7 +89,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Rejected { error } => Poll::Ready(Err(Box::new(
-                error.take().expect("ResponseFuture polled after completion"),
+                error
+                    .take()
+                    .expect("ResponseFuture polled after completion"),
             ))),
             KindProj::Passthrough { future } => future.poll(cx).map_err(Into::into),
             KindProj::Admitted {
@@ -114,6 +116,8 @@ impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
             Kind::Passthrough { .. } => "passthrough",
             Kind::Admitted { .. } => "admitted",
         };
-        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
     }
 }

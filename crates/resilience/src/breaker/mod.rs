@@ -128,3 +128,37 @@ pub(crate) fn describe() {
         "Time from a circuit breaker opening to its closing again"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::DebuggingRecorder;
+
+    use super::*;
+
+    #[test]
+    fn every_breaker_metric_is_described() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            let _layer = BreakerLayer::new("described", BreakerConfig::default());
+        });
+        let snapshot = snapshotter.snapshot().into_vec();
+        let names: std::collections::BTreeSet<_> = snapshot
+            .iter()
+            .map(|(key, _, description, _)| {
+                assert!(description.is_some(), "{key:?} has no HELP text");
+                key.key().name().to_owned()
+            })
+            .collect();
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            [
+                "resilience_breaker_calls_total",
+                "resilience_breaker_recovery_seconds",
+                "resilience_breaker_state",
+                "resilience_breaker_transitions_total",
+            ]
+        );
+    }
+}

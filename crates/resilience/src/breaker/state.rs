@@ -121,6 +121,9 @@ struct BreakerMetrics {
     failure: Counter,
     rejected: Counter,
     recovery: Histogram,
+    /// `[from][to]`; a no-op counter for pairs that cannot happen, so only
+    /// reachable pairs appear as series.
+    transitions: [[Counter; 5]; 5],
 }
 
 /// Changed only under the lock.
@@ -131,8 +134,6 @@ struct Control {
     probe_successes: u32,
     /// When the breaker last left closed, for the recovery histogram.
     tripped_at: Option<Instant>,
-    /// Transition counters, made on first use (most pairs never happen).
-    transition_counters: [[Option<Counter>; 5]; 5],
 }
 
 pub(crate) struct Shared {
@@ -171,18 +172,28 @@ impl Shared {
     /// Builds the state from a validated config, registering its metrics with
     /// the recorder current now.
     pub(crate) fn new(name: Arc<str>, config: &BreakerConfig) -> Self {
-        let gauge = |state: BreakerState| {
-            metrics::gauge!("resilience_breaker_state", "name" => name.clone(), "state" => state.as_str())
-        };
-        let calls = |outcome: &'static str| {
-            metrics::counter!("resilience_breaker_calls_total", "name" => name.clone(), "outcome" => outcome)
-        };
+        let gauge = |state: BreakerState| metrics::gauge!("resilience_breaker_state", "name" => name.clone(), "state" => state.as_str());
+        let calls = |outcome: &'static str| metrics::counter!("resilience_breaker_calls_total", "name" => name.clone(), "outcome" => outcome);
         let metrics = BreakerMetrics {
             state: BreakerState::ALL.map(gauge),
             success: calls("success"),
             failure: calls("failure"),
             rejected: calls("rejected"),
             recovery: metrics::histogram!("resilience_breaker_recovery_seconds", "name" => name.clone()),
+            transitions: BreakerState::ALL.map(|from| {
+                BreakerState::ALL.map(|to| {
+                    if can_happen(from, to) {
+                        metrics::counter!(
+                            "resilience_breaker_transitions_total",
+                            "name" => name.clone(),
+                            "from" => from.as_str(),
+                            "to" => to.as_str()
+                        )
+                    } else {
+                        Counter::noop()
+                    }
+                })
+            }),
         };
         let initial = if config.enabled {
             BreakerState::Closed
@@ -214,7 +225,6 @@ impl Shared {
                 open_for: config.reset_timeout,
                 probe_successes: 0,
                 tripped_at: None,
-                transition_counters: Default::default(),
             }),
             events,
             metrics,
@@ -477,16 +487,7 @@ impl Shared {
         self.transitions.fetch_add(1, Relaxed);
         self.metrics.state[from as usize].set(0.0);
         self.metrics.state[to as usize].set(1.0);
-        control.transition_counters[from as usize][to as usize]
-            .get_or_insert_with(|| {
-                metrics::counter!(
-                    "resilience_breaker_transitions_total",
-                    "name" => self.name.clone(),
-                    "from" => from.as_str(),
-                    "to" => to.as_str()
-                )
-            })
-            .increment(1);
+        self.metrics.transitions[from as usize][to as usize].increment(1);
         tracing::info!(breaker = %self.name, %from, %to, "circuit breaker state change");
         // No receiver is not an error.
         let _ = self.events.send(Transition { from, to, at });
@@ -499,11 +500,26 @@ impl Shared {
         let now = self.now_nanos();
         let state = self.state();
         let counts = self.window.counts(now / self.tick_nanos);
-        let next_probe_in = (state == BreakerState::Open).then(|| {
-            Duration::from_nanos(self.open_until.load(Acquire).saturating_sub(now))
-        });
+        let next_probe_in = (state == BreakerState::Open)
+            .then(|| Duration::from_nanos(self.open_until.load(Acquire).saturating_sub(now)));
         (state, counts, next_probe_in)
     }
+}
+
+/// Whether the breaker can ever go from `from` to `to`: the automatic cycle,
+/// or an operator action (reset, force open, disable) from any other state.
+fn can_happen(from: BreakerState, to: BreakerState) -> bool {
+    use BreakerState::*;
+    from != to
+        && matches!(
+            (from, to),
+            (Closed, Open)
+                | (Open, HalfOpen)
+                | (HalfOpen, Open)
+                | (_, Closed)
+                | (_, ForcedOpen)
+                | (_, Disabled)
+        )
 }
 
 enum Slot {
