@@ -123,6 +123,19 @@ where
     });
 }
 
+/// The stack of a `GET` route: no retry section.
+fn stack_without_retry(
+    name: &str,
+) -> impl Layer<
+    Noop,
+    Service: Service<(), Error = resilience::BoxError, Future: Send> + Clone + Send + 'static,
+> {
+    let config = CONFIG.replace("[retry]\nattempts = 3\n", "");
+    let config: ServiceConfig = toml::from_str(&config).unwrap();
+    assert!(config.retry.is_none());
+    ServiceStack::new(name, &config, &Registry::new()).unwrap()
+}
+
 fn stack(
     name: &str,
 ) -> impl Layer<
@@ -195,6 +208,13 @@ fn benches(c: &mut Criterion) {
         "contended 4 tasks / 2 workers",
         "stack (noop recorder)",
         plain,
+    );
+    let get_route = stack_without_retry("bench-get").layer(Noop);
+    single(
+        c,
+        "single",
+        "stack without retry (noop recorder)",
+        get_route,
     );
 
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
