@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{Alert, AlertCallback, AlertEvent, AlertEventKind, BudgetConfig, BudgetKind};
 use crate::metrics::window::Summary;
-use crate::metrics::{ConfigError, Operation, OperationHandle};
+use crate::metrics::{Anchor, ConfigError, Operation, OperationHandle};
 
 /// How often completed calls trigger an evaluation of the budget, at most.
 pub const EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
@@ -156,7 +156,7 @@ impl BudgetState {
 #[derive(Clone)]
 pub struct BudgetHandle {
     state: Arc<BudgetState>,
-    operation: Arc<Operation>,
+    operation: Arc<Anchor>,
 }
 
 impl std::fmt::Debug for BudgetHandle {

@@ -16,7 +16,6 @@ use crate::budget::BudgetState;
 pub(crate) struct Operation {
     pub(crate) name: Arc<str>,
     pub(crate) window: Window,
-    in_flight: AtomicU64,
     cancelled: AtomicU64,
     successes: Counter,
     failures: Counter,
@@ -48,7 +47,6 @@ impl Operation {
         Self {
             name,
             window: Window::new(window),
-            in_flight: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             successes,
             failures,
@@ -57,16 +55,46 @@ impl Operation {
             budget: OnceLock::new(),
         }
     }
+}
+
+/// What layers, services and handles hold of an operation: the one
+/// long-lived strong reference to its [`Operation`]. Every other strong
+/// reference is a call in flight ([`CallGuard`]), so the number of calls in
+/// flight is the reference count minus one — the `Arc` clone a call needs
+/// anyway doubles as the in-flight counter, one atomic add less each way.
+pub(crate) struct Anchor {
+    operation: Arc<Operation>,
+}
+
+impl std::ops::Deref for Anchor {
+    type Target = Operation;
+
+    fn deref(&self) -> &Operation {
+        &self.operation
+    }
+}
+
+impl Anchor {
+    /// Registers the operation's metrics and anchors its state.
+    pub(crate) fn new(name: Arc<str>, window: Duration) -> Self {
+        Self {
+            operation: Arc::new(Operation::new(name, window)),
+        }
+    }
 
     /// Starts measuring one call; the returned guard ends it.
-    pub(crate) fn begin(self: &Arc<Self>) -> CallGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.in_flight_gauge.increment(1.0);
+    pub(crate) fn begin(&self) -> CallGuard {
+        self.operation.in_flight_gauge.increment(1.0);
         CallGuard {
-            operation: Arc::clone(self),
+            operation: Arc::clone(&self.operation),
             start: Instant::now(),
             finished: false,
         }
+    }
+
+    /// Calls started and not yet finished or cancelled.
+    pub(crate) fn in_flight(&self) -> u64 {
+        (Arc::strong_count(&self.operation) as u64).saturating_sub(1)
     }
 }
 
@@ -102,7 +130,6 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         let operation = &*self.operation;
-        operation.in_flight.fetch_sub(1, Ordering::Relaxed);
         operation.in_flight_gauge.decrement(1.0);
         if !self.finished {
             operation.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -114,7 +141,7 @@ impl Drop for CallGuard {
 /// sliding-window statistics. Get it from [`super::MetricsLayer::handle`].
 #[derive(Clone)]
 pub struct OperationHandle {
-    pub(crate) operation: Arc<Operation>,
+    pub(crate) operation: Arc<Anchor>,
 }
 
 impl std::fmt::Debug for OperationHandle {
@@ -133,12 +160,12 @@ impl OperationHandle {
 
     /// Calls started and not yet finished or cancelled.
     pub fn in_flight(&self) -> u64 {
-        self.operation.in_flight.load(Ordering::Relaxed)
+        self.operation.in_flight()
     }
 
     /// Count, rate, error rate and latency percentiles over the window.
     pub fn snapshot(&self) -> OperationSnapshot {
-        let operation = &*self.operation;
+        let operation: &Operation = &self.operation;
         let window = operation.window.span();
         let summary = operation
             .window

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::handle::{Operation, OperationHandle};
+use super::handle::{Anchor, OperationHandle};
 use super::{ConfigError, Metrics, MetricsConfig};
 use crate::classify::ErrorIsFailure;
 
@@ -14,7 +14,7 @@ use crate::classify::ErrorIsFailure;
 /// service made by [`Layer::layer`] shares them.
 #[derive(Clone)]
 pub struct MetricsLayer<C = ErrorIsFailure> {
-    operation: Arc<Operation>,
+    operation: Arc<Anchor>,
     classifier: C,
 }
 
@@ -33,7 +33,7 @@ impl MetricsLayer {
     pub fn new(name: impl Into<Arc<str>>, config: MetricsConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
-            operation: Arc::new(Operation::new(name.into(), config.window)),
+            operation: Arc::new(Anchor::new(name.into(), config.window)),
             classifier: ErrorIsFailure,
         })
     }

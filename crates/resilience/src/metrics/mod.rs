@@ -54,7 +54,7 @@ pub use config::MetricsConfig;
 pub(crate) use config::validate_window;
 pub use error::ConfigError;
 pub use future::ResponseFuture;
-pub(crate) use handle::Operation;
+pub(crate) use handle::{Anchor, Operation};
 pub use handle::{OperationHandle, OperationSnapshot};
 pub use layer::MetricsLayer;
 pub use service::Metrics;

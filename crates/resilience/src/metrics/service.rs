@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::ResponseFuture;
-use super::handle::{Operation, OperationHandle};
+use super::handle::{Anchor, OperationHandle};
 use crate::BoxError;
 use crate::classify::{Classifier, ErrorIsFailure};
 
@@ -15,7 +15,7 @@ use crate::classify::{Classifier, ErrorIsFailure};
 #[derive(Clone)]
 pub struct Metrics<S, C = ErrorIsFailure> {
     pub(crate) inner: S,
-    pub(crate) operation: Arc<Operation>,
+    pub(crate) operation: Arc<Anchor>,
     pub(crate) classifier: C,
 }
 
