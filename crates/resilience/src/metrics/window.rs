@@ -348,6 +348,30 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_recording_loses_no_calls() {
+        let window = std::sync::Arc::new(Window::new(Duration::from_secs(12)));
+        let threads: Vec<_> = (0..4u64)
+            .map(|thread| {
+                let window = window.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        // All threads cross into a fresh slot at the same moments.
+                        let at = (i / 1000) * 1_000_000_000;
+                        window.record(at, Duration::from_micros(100 + thread), i % 4 == 0);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let summary = window.summary(9_000_000_000, Duration::from_secs(12));
+        assert_eq!(summary.count, 40_000);
+        assert_eq!(summary.failures, 10_000);
+        assert_eq!(summary.max, Duration::from_micros(103));
+    }
+
+    #[test]
     fn old_slots_fall_out_of_the_window() {
         let window = Window::new(Duration::from_secs(12)); // 1 s slots
         let second = 1_000_000_000;
