@@ -619,3 +619,22 @@ async fn state_gauge_is_one_hot_and_transitions_are_counted() {
         other => panic!("no recovery histogram: {other:?}"),
     }
 }
+
+/// A call lands in the bucket of the instant it finishes, also exactly on a
+/// bucket boundary just after a call in the bucket before (the closed path
+/// remembers the current bucket's bounds per thread), and leaves the window
+/// exactly ten buckets later.
+#[tokio::test(start_paused = true)]
+async fn bucket_boundaries_are_exact() {
+    let breaker = BreakerLayer::new("edges", config()).unwrap().handle();
+    let call = || breaker.call(std::future::ready(Ok::<_, std::io::Error>(())));
+    call().await.unwrap(); // bucket 0 (1 s each)
+    advance(Duration::from_secs(1)).await;
+    call().await.unwrap(); // first instant of bucket 1
+    advance(Duration::from_secs(9) - Duration::from_nanos(1)).await;
+    assert_eq!(breaker.snapshot().calls, 2, "last instant of bucket 9");
+    advance(Duration::from_nanos(1)).await;
+    assert_eq!(breaker.snapshot().calls, 1, "bucket 0 has left the window");
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(breaker.snapshot().calls, 0, "bucket 1 has left the window");
+}

@@ -53,16 +53,26 @@ fn closed_success_path_does_not_allocate() {
         for i in 0..100 {
             service.ready().await.unwrap().call(i).await.unwrap();
         }
-        let region = Region::new(GLOBAL);
-        for i in 0..10_000 {
-            service.ready().await.unwrap().call(i).await.unwrap();
-            handle.call(ready(Ok::<_, Infallible>(i))).await.unwrap();
+        // The counter is global: while this thread runs, the test harness's
+        // main thread may still be allocating (its output, on a loaded
+        // machine). That noise comes once; an allocation on the success path
+        // would show in every round. So: the first quiet round passes.
+        let mut rounds = Vec::new();
+        for _ in 0..5 {
+            let region = Region::new(GLOBAL);
+            for i in 0..10_000 {
+                service.ready().await.unwrap().call(i).await.unwrap();
+                handle.call(ready(Ok::<_, Infallible>(i))).await.unwrap();
+            }
+            let stats = region.change();
+            if (stats.allocations, stats.reallocations) == (0, 0) {
+                break;
+            }
+            rounds.push(stats);
         }
-        let stats = region.change();
-        assert_eq!(
-            (stats.allocations, stats.reallocations),
-            (0, 0),
-            "allocations on the success path: {stats:?}"
+        assert!(
+            rounds.len() < 5,
+            "allocations on the success path in every round: {rounds:?}"
         );
     });
     // The check above must be able to fail: a rejection boxes its error.

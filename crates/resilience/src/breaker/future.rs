@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
@@ -36,13 +35,18 @@ pin_project! {
 }
 
 /// Reports a dropped, unfinished call to the breaker.
+///
+/// The state is reached through a `&'static` (see
+/// [`BreakerLayer::new`](super::BreakerLayer::new)): no reference count is
+/// touched per call.
 struct Guard {
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     permit: Permit,
     done: bool,
 }
 
 impl Drop for Guard {
+    #[inline]
     fn drop(&mut self) {
         if !self.done {
             self.shared.cancel(self.permit);
@@ -63,7 +67,12 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(crate) fn admitted(future: F, shared: Arc<Shared>, permit: Permit, classifier: C) -> Self {
+    pub(crate) fn admitted(
+        future: F,
+        shared: &'static Shared,
+        permit: Permit,
+        classifier: C,
+    ) -> Self {
         Self {
             kind: Kind::Admitted {
                 future,

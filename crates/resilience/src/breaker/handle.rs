@@ -12,11 +12,12 @@ use super::state::{Admission, BreakerState, Shared, Transition};
 use crate::BoxError;
 use crate::classify::{Classifier, ErrorIsFailure};
 
-/// A cloneable handle on one breaker (an `Arc` inside): read its state and
+/// A cloneable handle on one breaker (a `&'static` to its state inside, see
+/// [`BreakerLayer::new`](super::BreakerLayer::new)): read its state and
 /// stats, act on it as an operator, or run any future under it.
 #[derive(Clone)]
 pub struct BreakerHandle {
-    shared: Arc<Shared>,
+    shared: &'static Shared,
 }
 
 /// A breaker's state and window counts at one moment, for `/admin/stats`.
@@ -46,7 +47,7 @@ pub struct BreakerSnapshot {
 }
 
 impl BreakerHandle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: &'static Shared) -> Self {
         Self { shared }
     }
 
@@ -131,7 +132,7 @@ impl BreakerHandle {
     {
         match self.shared.admit() {
             Admission::Admitted(permit) => {
-                ResponseFuture::admitted(future, Arc::clone(&self.shared), permit, classifier)
+                ResponseFuture::admitted(future, self.shared, permit, classifier)
             }
             Admission::Pass => ResponseFuture::passthrough(future),
             Admission::Rejected(retry_after) => ResponseFuture::rejected(BreakerOpen::new(

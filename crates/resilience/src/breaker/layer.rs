@@ -18,7 +18,7 @@ use crate::classify::ErrorIsFailure;
 /// [`BreakerHandle`] shares it.
 #[derive(Clone)]
 pub struct BreakerLayer<C = ErrorIsFailure> {
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     classifier: C,
 }
 
@@ -27,10 +27,21 @@ impl BreakerLayer {
     /// every `Err` as a failure. Fails if `config` does not validate.
     ///
     /// Metric handles are registered with the `metrics` recorder current now.
+    ///
+    /// # Lifetime
+    ///
+    /// The breaker's state (about 2 KiB) is allocated here once and never
+    /// freed: services, handles and every call's future refer to it by a
+    /// `&'static`, so a call costs no reference-count traffic (an `Arc`
+    /// clone and drop per call was a fifth of the closed path's cost, and a
+    /// cache line bounced between cores). Build breakers once per named
+    /// dependency — at start-up or on a config reload — not per request or
+    /// per tenant. [`subscribe`](BreakerHandle::subscribe) receivers are
+    /// therefore never closed.
     pub fn new(name: impl Into<Arc<str>>, config: BreakerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
-            shared: Arc::new(Shared::new(name.into(), &config)),
+            shared: Box::leak(Box::new(Shared::new(name.into(), &config))),
             classifier: ErrorIsFailure,
         })
     }
@@ -49,7 +60,7 @@ impl<C> BreakerLayer<C> {
 
     /// The handle for stats and operator actions.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(Arc::clone(&self.shared))
+        BreakerHandle::new(self.shared)
     }
 }
 
@@ -57,7 +68,7 @@ impl<S, C: Clone> Layer<S> for BreakerLayer<C> {
     type Service = Breaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Breaker::new(inner, Arc::clone(&self.shared), self.classifier.clone())
+        Breaker::new(inner, self.shared, self.classifier.clone())
     }
 }
 

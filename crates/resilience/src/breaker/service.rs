@@ -22,12 +22,12 @@ use crate::classify::{Classifier, ErrorIsFailure};
 #[derive(Clone)]
 pub struct Breaker<S, C = ErrorIsFailure> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     classifier: C,
 }
 
 impl<S, C> Breaker<S, C> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, shared: &'static Shared, classifier: C) -> Self {
         Self {
             inner,
             shared,
@@ -37,7 +37,7 @@ impl<S, C> Breaker<S, C> {
 
     /// The handle of the breaker this service shares.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(Arc::clone(&self.shared))
+        BreakerHandle::new(self.shared)
     }
 
     /// The wrapped service.
@@ -69,7 +69,7 @@ where
         match self.shared.admit() {
             Admission::Admitted(permit) => ResponseFuture::admitted(
                 self.inner.call(request),
-                Arc::clone(&self.shared),
+                self.shared,
                 permit,
                 self.classifier.clone(),
             ),
