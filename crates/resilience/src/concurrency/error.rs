@@ -11,6 +11,16 @@ pub struct QueueFull {
 }
 
 impl QueueFull {
+    /// The rejection a limit named `name`, with a queue of `max_queue`, gives;
+    /// public so the layers above (and their tests) can make one.
+    pub fn new(name: impl Into<Arc<str>>, max_queue: usize, retry_after: Duration) -> Self {
+        Self {
+            name: name.into(),
+            max_queue,
+            retry_after,
+        }
+    }
+
     /// How long a caller should wait before trying again.
     pub fn retry_after(&self) -> Duration {
         self.retry_after
@@ -43,6 +53,16 @@ pub struct QueueTimeout {
 }
 
 impl QueueTimeout {
+    /// The rejection a limit named `name` gives after `waited` in its queue;
+    /// public so the layers above (and their tests) can make one.
+    pub fn new(name: impl Into<Arc<str>>, waited: Duration, retry_after: Duration) -> Self {
+        Self {
+            name: name.into(),
+            waited,
+            retry_after,
+        }
+    }
+
     /// How long a caller should wait before trying again.
     pub fn retry_after(&self) -> Duration {
         self.retry_after

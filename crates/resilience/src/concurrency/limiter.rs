@@ -87,8 +87,7 @@ impl Limiter {
     /// Wraps a permit taken from the semaphore (and already forgotten).
     pub(crate) fn admitted(self: &Arc<Self>) -> Permit {
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.in_flight_high_water
-            .fetch_max(in_flight, Ordering::Relaxed);
+        raise(&self.in_flight_high_water, in_flight);
         self.admitted.fetch_add(1, Ordering::Relaxed);
         self.metrics.admitted.increment(1);
         self.metrics.in_flight.increment(1.0);
@@ -107,8 +106,7 @@ impl Limiter {
                 (queued < max).then_some(queued + 1)
             })
             .ok()?;
-        self.queued_high_water
-            .fetch_max(before + 1, Ordering::Relaxed);
+        raise(&self.queued_high_water, before + 1);
         self.metrics.queued.increment(1.0);
         Some(QueueSlot {
             limiter: Arc::clone(self),
@@ -209,6 +207,13 @@ impl Limiter {
         }
         self.limit.store(target, Ordering::Release);
         self.metrics.limit.set(target as f64);
+    }
+}
+
+/// Raises a high-water mark; a plain load first, since it rarely moves.
+fn raise(mark: &AtomicUsize, value: usize) {
+    if value > mark.load(Ordering::Relaxed) {
+        mark.fetch_max(value, Ordering::Relaxed);
     }
 }
 

@@ -110,3 +110,27 @@ pub(crate) fn describe() {
         "Time spent in the wait queue by calls that had to wait for a permit."
     );
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_series_has_help_text() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let prometheus = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            super::describe();
+            let _layer = super::ConcurrencyLimitLayer::new("help", Default::default());
+        });
+        let text = prometheus.render();
+        for name in [
+            "in_flight",
+            "queued",
+            "limit",
+            "admitted_total",
+            "rejected_total",
+        ] {
+            let help = format!("# HELP resilience_concurrency_{name} ");
+            assert!(text.contains(&help), "no `{help}` in\n{text}");
+        }
+    }
+}

@@ -7,6 +7,12 @@
 //! so counting a call is one compare-and-swap and stale slots expire by
 //! themselves. A withdrawal re-checks the sums if another retry raced it, so
 //! concurrent callers cannot overdraw the budget together.
+//!
+//! The call path does not read the clock: a call is counted in a cached slot
+//! number, refreshed from the clock on the first and every
+//! [`REFRESH_EVERY`]th call of a slot and on every withdrawal. Under light traffic a call
+//! may so be counted in an older slot than its own: it leaves the window
+//! early, which can only lower the budget, never raise it.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -18,6 +24,8 @@ use tokio::time::Instant;
 use super::config::RetryBudgetConfig;
 
 const SLOTS: usize = 10;
+/// Calls of one slot between two clock reads on the call path.
+pub(crate) const REFRESH_EVERY: u64 = 32;
 const COUNT_BITS: u32 = 32;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
@@ -27,6 +35,8 @@ pub(crate) struct RetryBudget {
     reserve: u64,
     start: Instant,
     slot_nanos: u64,
+    /// The latest slot number seen (not truncated).
+    cached_epoch: AtomicU64,
     calls: [AtomicU64; SLOTS],
     retries: [AtomicU64; SLOTS],
 }
@@ -55,34 +65,54 @@ impl RetryBudget {
             slot_nanos: u64::try_from(window.as_nanos() / SLOTS as u128)
                 .unwrap_or(u64::MAX)
                 .max(1),
+            cached_epoch: AtomicU64::new(0),
             calls: Default::default(),
             retries: Default::default(),
         }
     }
 
+    /// The slot number of `now`, not truncated.
     fn epoch(&self, now: Instant) -> u64 {
         let nanos =
             u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
-        (nanos / self.slot_nanos) & EPOCH_MASK
+        nanos / self.slot_nanos
     }
 
-    /// Counts one call.
-    pub(crate) fn deposit(&self) {
+    /// Reads the clock and moves the cached slot number forward.
+    fn current_epoch(&self) -> u64 {
         let epoch = self.epoch(Instant::now());
+        self.cached_epoch
+            .fetch_max(epoch, Ordering::AcqRel)
+            .max(epoch)
+    }
+
+    /// Counts one call, in the cached slot; every [`REFRESH_EVERY`]th call
+    /// of a slot reads the clock to move the cache on.
+    pub(crate) fn deposit(&self) {
+        let epoch = self.cached_epoch.load(Ordering::Acquire) & EPOCH_MASK;
         let slot = &self.calls[epoch as usize % SLOTS];
+        let mut counted = 0;
         let _ = slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |value| {
             let (stored, count) = unpack(value);
-            Some(if stored == epoch {
-                pack(epoch, count + 1)
+            let newer = stored.wrapping_sub(epoch) & EPOCH_MASK;
+            let next = if newer < SLOTS as u64 {
+                // This slot, or a newer one a faster caller already moved
+                // it to: count the call there rather than wipe the slot.
+                pack(stored, count + 1)
             } else {
                 pack(epoch, 1)
-            })
+            };
+            counted = unpack(next).1;
+            Some(next)
         });
+        if counted % REFRESH_EVERY == 1 {
+            self.current_epoch();
+        }
     }
 
     /// Takes one retry from the budget, if the window allows it.
     pub(crate) fn withdraw(&self) -> bool {
-        let epoch = self.epoch(Instant::now());
+        let epoch = self.current_epoch() & EPOCH_MASK;
         let slot = &self.retries[epoch as usize % SLOTS];
         loop {
             let current = slot.load(Ordering::Acquire);
@@ -108,12 +138,12 @@ impl RetryBudget {
 
     /// Retries still allowed now.
     pub(crate) fn available(&self) -> u64 {
-        u64::try_from(self.balance_at(self.epoch(Instant::now()))).unwrap_or(0)
+        u64::try_from(self.balance_at(self.current_epoch() & EPOCH_MASK)).unwrap_or(0)
     }
 
     /// Calls and retries counted in the window now.
     pub(crate) fn window_counts(&self) -> (u64, u64) {
-        let epoch = self.epoch(Instant::now());
+        let epoch = self.current_epoch() & EPOCH_MASK;
         (sum(&self.calls, epoch), sum(&self.retries, epoch))
     }
 
@@ -207,5 +237,35 @@ mod tests {
             .collect();
         let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(granted, 100);
+    }
+}
+
+#[cfg(test)]
+mod cached_clock_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_counted_in_a_stale_slot_never_raise_the_budget() {
+        let budget = RetryBudget::new(&RetryBudgetConfig {
+            ratio: 1.0,
+            min_per_second: 0,
+            window: Duration::from_secs(10),
+        });
+        budget.deposit();
+        tokio::time::advance(Duration::from_secs(8)).await;
+        // Counted in the slot of t = 0: the cache is refreshed on the first
+        // and every 32nd call of a slot, not on these.
+        for _ in 0..10 {
+            budget.deposit();
+        }
+        assert_eq!(budget.available(), 11);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // Gone with t = 0's slot, two seconds early: the budget only shrank.
+        assert_eq!(budget.available(), 0);
+        // Reading the clock (as a withdrawal or `available` does) moves the
+        // cache on: the next call lands in its own slot.
+        budget.deposit();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(budget.available(), 1);
     }
 }

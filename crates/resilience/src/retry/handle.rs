@@ -27,7 +27,6 @@ impl RetryHandle {
         let (budget_window_calls, budget_window_retries) = shared.budget.window_counts();
         RetrySnapshot {
             name: shared.name.to_string(),
-            calls: stats.calls.load(Ordering::Relaxed),
             retries: stats.retries.load(Ordering::Relaxed),
             exhausted_attempts: stats.exhausted(GaveUp::Attempts),
             exhausted_budget: stats.exhausted(GaveUp::Budget),

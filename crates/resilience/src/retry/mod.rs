@@ -105,3 +105,21 @@ pub(crate) fn describe() {
          (attempts, budget, retry_after_too_long)."
     );
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_series_has_help_text() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let prometheus = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            super::describe();
+            let _layer = super::RetryLayer::new("help", Default::default());
+        });
+        let text = prometheus.render();
+        for name in ["attempts_total", "exhausted_total"] {
+            let help = format!("# HELP resilience_retry_{name} ");
+            assert!(text.contains(&help), "no `{help}` in\n{text}");
+        }
+    }
+}

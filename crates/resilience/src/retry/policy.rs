@@ -156,19 +156,11 @@ where
     fn clone_request(&mut self, request: &Req) -> Option<Req> {
         if self.retries == 0 {
             // The first try: tower asks for a copy before sending it.
-            shared_call(&self.shared);
+            self.shared.budget.deposit();
         }
         if self.shared.attempts <= 1 {
             return None;
         }
         self.replay.replay(request)
     }
-}
-
-fn shared_call(shared: &Shared) {
-    shared
-        .stats
-        .calls
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    shared.budget.deposit();
 }

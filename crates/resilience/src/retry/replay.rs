@@ -34,6 +34,9 @@ impl<Req: Clone> Replay<Req> for CloneRequest {
 /// For `http::Request<B>` with a cloneable body: retries only idempotent
 /// methods (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), or any
 /// method when the request carries an `Idempotency-Key` header.
+///
+/// The body must be cloneable: a streaming body (axum's `Body`) has to be
+/// buffered (into `Bytes`, say) before a retry layer can send it twice.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IdempotentHttp;
 

@@ -20,7 +20,6 @@ pub(crate) enum GaveUp {
 }
 
 pub(crate) struct Stats {
-    pub(crate) calls: AtomicU64,
     pub(crate) retries: AtomicU64,
     exhausted: [AtomicU64; 3],
     attempts_counter: Counter,
@@ -31,7 +30,6 @@ impl Stats {
     pub(crate) fn new(name: &Arc<str>) -> Self {
         let exhausted = |reason: &'static str| metrics::counter!(EXHAUSTED, "name" => Arc::clone(name), "reason" => reason);
         Self {
-            calls: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             exhausted: Default::default(),
             attempts_counter: metrics::counter!(ATTEMPTS, "name" => Arc::clone(name)),
@@ -65,8 +63,6 @@ impl Stats {
 pub struct RetrySnapshot {
     /// The layer's name.
     pub name: String,
-    /// Calls made (first tries), since start.
-    pub calls: u64,
     /// Retries sent, since start.
     pub retries: u64,
     /// Calls that failed on their last allowed attempt.
@@ -75,7 +71,7 @@ pub struct RetrySnapshot {
     pub exhausted_budget: u64,
     /// Calls given up because the callee asked to wait longer than `max_delay`.
     pub exhausted_retry_after: u64,
-    /// Calls counted in the budget's window now.
+    /// Calls (first tries) counted in the budget's window now.
     pub budget_window_calls: u64,
     /// Retries counted in the budget's window now.
     pub budget_window_retries: u64,
