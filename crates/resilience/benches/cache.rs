@@ -130,6 +130,31 @@ fn single_task(c: &mut Criterion) {
             })
         })
     });
+
+    // moka's synchronous cache, for comparison: no future to build per get.
+    let sync_floor: moka::sync::Cache<u64, Value> = moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(TTL)
+        .build();
+    sync_floor.insert(KEY, value());
+    group.bench_function("moka sync get (floor)", |b| {
+        b.iter(|| black_box(sync_floor.get(&KEY)))
+    });
+
+    // The hit path reads tokio's clock once. Bench builds carry tokio's
+    // `test-util` (a dev-dependency), where `Instant::now` also locks the
+    // runtime's clock mutex; production builds read the OS clock directly.
+    group.bench_function("tokio Instant::now (test-util build)", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(tokio::time::Instant::now());
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.finish();
 }
 

@@ -412,3 +412,113 @@ async fn warm_up_loads_run_on_demand_and_report_failures() {
     assert!(json["hitRate"].is_number());
     assert_eq!(json["evictions"]["explicit"], 1, "{json}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn per_load_options_shorten_the_ttl_and_set_refresh_ahead() {
+    use resilience::cache::LoadOptions;
+
+    let cache: Cache<u32, String> = Cache::new("options", config(60)).unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let short = LoadOptions {
+        tags: &["t"],
+        ttl: Some(Duration::from_secs(5)),
+        refresh_threshold: None,
+    };
+    let long = LoadOptions {
+        ttl: Some(Duration::from_secs(600)),
+        refresh_threshold: Some(0.5),
+        ..LoadOptions::default()
+    };
+    cache
+        .get_or_load_with(1, short, counted(&loads, "a"))
+        .await
+        .unwrap();
+    cache
+        .get_or_load_with(2, long, counted(&loads, "a"))
+        .await
+        .unwrap();
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(cache.get(&1).await, None, "5 s ttl");
+    assert_eq!(cache.get(&2).await.as_deref(), Some("a"));
+
+    // 30 s is half of the (capped) 60 s ttl: the next hit refreshes.
+    tokio::time::advance(Duration::from_secs(25)).await;
+    let value = cache
+        .get_or_load_with(2, long, counted(&loads, "b"))
+        .await
+        .unwrap();
+    assert_eq!(value, "a");
+    settle(|| cache.snapshot().in_flight == 0).await;
+    assert_eq!(cache.snapshot().refreshes, 1);
+    assert_eq!(cache.get(&2).await.as_deref(), Some("b"));
+
+    // The refreshed value lives at most the config's 60 s.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(cache.get(&2).await, None, "ttl capped at the config's");
+    assert_eq!(loads.load(SeqCst), 3);
+}
+
+/// Races commits against invalidations on two threads. Whatever the
+/// interleaving, a load that started before `invalidate_tag` was called must
+/// not be found in the cache once both are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_invalidation_slips_between_indexing_and_insert() {
+    let cache: Cache<u32, u32> = Cache::new("slip", config(3_600)).unwrap();
+    for round in 0..2_000u32 {
+        let (release, parked) = oneshot::channel::<()>();
+        let started = Arc::new(Notify::new());
+        let load = tokio::spawn({
+            let cache = cache.clone();
+            let started = Arc::clone(&started);
+            async move {
+                cache
+                    .get_or_load(round, &["hot"], move || async move {
+                        started.notify_one();
+                        parked.await.unwrap();
+                        Ok::<_, Boom>(round)
+                    })
+                    .await
+            }
+        });
+        started.notified().await;
+        let invalidate = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.invalidate_tag("hot").await }
+        });
+        release.send(()).unwrap();
+        assert_eq!(load.await.unwrap().unwrap(), round);
+        invalidate.await.unwrap();
+        assert_eq!(cache.get(&round).await, None, "round {round}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn counters_reach_prometheus_under_the_contract_names() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let cache: Cache<u32, String> =
+        metrics::with_local_recorder(&recorder, || Cache::new("prom", config(60)).unwrap());
+    let loads = Arc::new(AtomicUsize::new(0));
+    cache
+        .get_or_load(1, &["t"], counted(&loads, "a"))
+        .await
+        .unwrap();
+    cache
+        .get_or_load(1, &["t"], counted(&loads, "a"))
+        .await
+        .unwrap();
+    cache.invalidate_tag("t").await;
+
+    let text = handle.render();
+    for line in [
+        r#"resilience_cache_requests_total{name="prom",result="hit"} 1"#,
+        r#"resilience_cache_requests_total{name="prom",result="miss"} 1"#,
+        r#"resilience_cache_loads_total{name="prom",outcome="success"} 1"#,
+        r#"resilience_cache_evictions_total{name="prom",cause="explicit"} 1"#,
+        r#"resilience_cache_refreshes_total{name="prom"} 0"#,
+        r#"resilience_cache_entries{name="prom"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+}

@@ -100,12 +100,6 @@ impl CacheConfig {
     pub(crate) fn retention(&self) -> Duration {
         self.ttl + self.stale_if_error.unwrap_or(Duration::ZERO)
     }
-
-    /// When, counted from the load, a hit starts a background refresh.
-    pub(crate) fn refresh_after(&self) -> Option<Duration> {
-        self.refresh_threshold
-            .map(|threshold| self.ttl.mul_f64(threshold))
-    }
 }
 
 #[cfg(test)]

@@ -56,7 +56,8 @@
 //! # }
 //! ```
 //!
-//! The typed cache (see [`Cache::get_or_load`]):
+//! The typed cache (see [`Cache::get_or_load`], and [`Cache::get_or_load_with`]
+//! for per-load [`LoadOptions`]):
 //! - **Tags.** Each entry carries tags; [`Cache::invalidate_tag`] costs
 //!   O(entries with the tag). The index is cleaned by moka's eviction
 //!   listener, so it never outgrows the cache.
@@ -98,7 +99,7 @@ pub use handle::{CacheHandle, CacheSnapshot, EvictionCounts, WarmResult};
 pub use layer::{CacheLayer, DEFAULT_MAX_BODY_BYTES};
 pub use service::CacheService;
 pub use tags::Tag;
-pub use typed::{Cache, CacheBuilder};
+pub use typed::{Cache, CacheBuilder, LoadOptions};
 
 /// HELP texts for the cache's Prometheus metrics (called by
 /// `crate::metrics::describe_all`).

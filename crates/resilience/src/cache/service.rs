@@ -16,7 +16,7 @@ use tower_service::Service;
 use super::body::{Buffered, CacheTags, CachedResponse, HttpEntry, InvalidateTags, buffer};
 use super::future::{ResponseFuture, box_response};
 use super::layer::Shared;
-use super::typed::{Loaded, Store};
+use super::typed::{LoadOptions, Loaded, Store};
 use crate::BoxError;
 
 /// Caches the inner service's `GET` responses; built by
@@ -225,7 +225,7 @@ where
             let force = directive == Directive::Refresh;
             let entry = shared
                 .cache
-                .fetch(key, &[], force, loader)
+                .fetch(key, LoadOptions::default(), force, loader)
                 .await
                 .map_err(BoxError::from)?;
             match entry {

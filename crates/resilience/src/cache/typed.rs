@@ -95,6 +95,38 @@ impl<K, V> std::fmt::Debug for CacheBuilder<K, V> {
     }
 }
 
+/// Per-load options: the original `executeWithCache(key, fn, {ttl, tags,
+/// refreshThreshold})`. Unset fields fall back to the cache's config.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions<'a> {
+    /// Tags to store the loaded value under.
+    pub tags: &'a [&'a str],
+    /// A shorter ttl for this value. It can shorten the cache's `ttl`, not
+    /// lengthen it (the store's own expiry is set from the config); zero is
+    /// ignored.
+    pub ttl: Option<Duration>,
+    /// This value's refresh-ahead threshold (between 0 and 1, exclusive;
+    /// other values are ignored).
+    pub refresh_threshold: Option<f64>,
+}
+
+impl<'a> LoadOptions<'a> {
+    /// Options with these tags and the config's timings.
+    pub fn tags(tags: &'a [&'a str]) -> Self {
+        LoadOptions {
+            tags,
+            ..LoadOptions::default()
+        }
+    }
+}
+
+/// How long one stored value stays fresh, and when a hit refreshes it.
+#[derive(Clone, Copy, Debug)]
+struct Freshness {
+    ttl: Duration,
+    refresh_after: Option<Duration>,
+}
+
 /// One cached value and what the cache knows about it.
 pub(crate) struct Entry<V> {
     value: V,
@@ -144,7 +176,6 @@ struct Flight<V> {
 struct Inner<K, V> {
     name: Arc<str>,
     config: CacheConfig,
-    refresh_after: Option<Duration>,
     store: moka::future::Cache<K, Arc<Entry<V>>>,
     index: Arc<Mutex<TagIndex<K>>>,
     stats: Arc<Stats>,
@@ -204,7 +235,6 @@ where
         };
         Ok(Cache {
             inner: Arc::new(Inner {
-                refresh_after: config.refresh_after(),
                 name,
                 config,
                 store,
@@ -274,7 +304,23 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.fetch(key, tags, false, store_fresh(loader)).await
+        self.fetch(key, LoadOptions::tags(tags), false, store_fresh(loader))
+            .await
+    }
+
+    /// [`Cache::get_or_load`] with per-load options (ttl, refresh threshold).
+    pub async fn get_or_load_with<F, Fut, E>(
+        &self,
+        key: K,
+        options: LoadOptions<'_>,
+        loader: F,
+    ) -> Result<V, LoadError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.fetch(key, options, false, store_fresh(loader)).await
     }
 
     /// Loads `key` now even if a fresh value is cached (joining a load already
@@ -285,7 +331,8 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.fetch(key, tags, true, store_fresh(loader)).await
+        self.fetch(key, LoadOptions::tags(tags), true, store_fresh(loader))
+            .await
     }
 
     /// The machinery behind every read; `loader` says itself whether its
@@ -293,7 +340,7 @@ where
     pub(crate) async fn fetch<F, Fut>(
         &self,
         key: K,
-        tags: &[&str],
+        options: LoadOptions<'_>,
         force: bool,
         loader: F,
     ) -> Result<V, LoadError>
@@ -308,7 +355,7 @@ where
                     && now >= refresh_at
                     && !entry.refreshing.load(Ordering::Relaxed)
                     && !entry.refreshing.swap(true, Ordering::AcqRel)
-                    && self.start_flight(&key, tags, loader, true).is_some()
+                    && self.start_flight(&key, options, loader, true).is_some()
                 {
                     self.inner.stats.refresh();
                 }
@@ -316,16 +363,21 @@ where
                 return Ok(entry.value.clone());
             }
         }
-        self.load(key, tags, loader).await
+        self.load(key, options, loader).await
     }
 
     /// A miss: wait for the key's flight (starting it if needed).
-    async fn load<F, Fut>(&self, key: K, tags: &[&str], loader: F) -> Result<V, LoadError>
+    async fn load<F, Fut>(
+        &self,
+        key: K,
+        options: LoadOptions<'_>,
+        loader: F,
+    ) -> Result<V, LoadError>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Loaded<V>, BoxError>> + Send + 'static,
     {
-        let Some(mut result) = self.start_flight(&key, tags, loader, false) else {
+        let Some(mut result) = self.start_flight(&key, options, loader, false) else {
             // start_flight only declines for refreshes.
             return Err(LoadError::panicked(Arc::clone(&self.inner.name)));
         };
@@ -374,7 +426,7 @@ where
     fn start_flight<F, Fut>(
         &self,
         key: &K,
-        tags: &[&str],
+        options: LoadOptions<'_>,
         loader: F,
         refresh: bool,
     ) -> Option<watch::Receiver<Option<FlightResult<V>>>>
@@ -396,8 +448,9 @@ where
             (sender, flight)
         };
         let receiver = flight.result.clone();
-        let ticket = self.inner.index.lock().begin(to_tags(tags));
+        let ticket = self.inner.index.lock().begin(to_tags(options.tags));
         let guard = FlightGuard {
+            freshness: self.inner.freshness(&options),
             inner: Arc::clone(&self.inner),
             key: key.clone(),
             flight,
@@ -443,8 +496,10 @@ where
         }
         let tags = to_tags(tags);
         let fill = self.inner.index.lock().index(&key, &tags);
-        let entry = self.inner.new_entry(value, fill, tags);
+        let freshness = self.inner.freshness(&LoadOptions::default());
+        let entry = self.inner.new_entry(value, fill, tags, freshness);
         self.inner.store.insert(key, entry).await;
+        self.inner.stats.set_entries(self.inner.store.entry_count());
     }
 
     /// Removes `key`; a load of it running meanwhile will not store its value.
@@ -616,15 +671,38 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    fn new_entry(&self, value: V, fill: FillId, tags: Box<[Tag]>) -> Arc<Entry<V>> {
+    /// The config's timings, overridden by a load's valid options.
+    fn freshness(&self, options: &LoadOptions<'_>) -> Freshness {
+        let ttl = options
+            .ttl
+            .filter(|ttl| !ttl.is_zero())
+            .map_or(self.config.ttl, |ttl| ttl.min(self.config.ttl));
+        let threshold = options
+            .refresh_threshold
+            .filter(|threshold| *threshold > 0.0 && *threshold < 1.0)
+            .or(self.config.refresh_threshold);
+        Freshness {
+            ttl,
+            refresh_after: threshold.map(|threshold| ttl.mul_f64(threshold)),
+        }
+    }
+
+    fn new_entry(
+        &self,
+        value: V,
+        fill: FillId,
+        tags: Box<[Tag]>,
+        freshness: Freshness,
+    ) -> Arc<Entry<V>> {
         let now = Instant::now();
+        let stale_if_error = self.config.stale_if_error.unwrap_or(Duration::ZERO);
         Arc::new(Entry {
             value,
             fill,
             tags,
-            fresh_until: now + self.config.ttl,
-            stale_until: now + self.config.retention(),
-            refresh_at: self.refresh_after.map(|after| now + after),
+            fresh_until: now + freshness.ttl,
+            stale_until: now + freshness.ttl + stale_if_error,
+            refresh_at: freshness.refresh_after.map(|after| now + after),
             refreshing: AtomicBool::new(false),
         })
     }
@@ -632,14 +710,14 @@ where
     /// Stores a loaded value unless something it depends on was invalidated
     /// since its load started. The check, the indexing and the insert happen
     /// under the read side of the gate, so no invalidation falls between them.
-    async fn commit(
-        &self,
-        key: &K,
-        flight: &Flight<V>,
-        ticket: &Ticket,
-        value: V,
-        late_tags: Vec<Tag>,
-    ) {
+    async fn commit(&self, guard: &FlightGuard<K, V>, value: V, late_tags: Vec<Tag>) {
+        let FlightGuard {
+            key,
+            flight,
+            ticket,
+            freshness,
+            ..
+        } = guard;
         let _gate = self.gate.read().await;
         let entry = {
             let mut index = self.index.lock();
@@ -657,7 +735,7 @@ where
             let tags = tags.into_boxed_slice();
             let fill = index.index(key, &tags);
             drop(index);
-            self.new_entry(value, fill, tags)
+            self.new_entry(value, fill, tags, *freshness)
         };
         self.store.insert(key.clone(), entry).await;
         self.stats.set_entries(self.store.entry_count());
@@ -671,6 +749,7 @@ struct FlightGuard<K: Hash + Eq + Clone, V> {
     key: K,
     flight: Arc<Flight<V>>,
     ticket: Ticket,
+    freshness: Freshness,
 }
 
 impl<K: Hash + Eq + Clone, V> Drop for FlightGuard<K, V> {
@@ -704,15 +783,7 @@ async fn run_flight<K, V, F, Fut>(
         Ok(Loaded { value, store }) => match store {
             Store::Fresh(late_tags) => {
                 inner.stats.load(true);
-                inner
-                    .commit(
-                        &guard.key,
-                        &guard.flight,
-                        &guard.ticket,
-                        value.clone(),
-                        late_tags,
-                    )
-                    .await;
+                inner.commit(&guard, value.clone(), late_tags).await;
                 Ok(Landed {
                     value,
                     failed: false,
