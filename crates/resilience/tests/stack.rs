@@ -109,7 +109,7 @@ async fn toml_config_builds_a_registered_stack() {
     assert_eq!(json["operations"][0]["count"], 1);
     assert_eq!(json["breakers"][0]["state"], "closed");
     assert_eq!(json["concurrency"][0]["limit"], 2);
-    assert_eq!(json["retries"][0]["calls"], 1);
+    assert_eq!(json["retries"][0]["budgetWindowCalls"], 1);
     assert_eq!(json["budgets"][0]["limits"][0]["budget"], "p95");
     assert_eq!(registry.readiness().status, Status::Ready);
 }
