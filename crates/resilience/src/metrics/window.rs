@@ -102,6 +102,11 @@ impl Slot {
 pub(crate) struct Window {
     span: Duration,
     slot_nanos: u64,
+    /// ⌈2⁶⁴ / slot_nanos⌉: finds an instant's slot with a multiply instead
+    /// of a 64-bit division on every call. Exact at slot boundaries; an
+    /// instant within `at · slot_nanos / 2⁶⁴` ns (microseconds after days of
+    /// uptime) before a boundary lands in the next slot.
+    slot_reciprocal: u128,
     slots: Box<[Slot]>,
     rotation: Mutex<()>,
     origin: Instant,
@@ -122,6 +127,7 @@ impl Window {
         Self {
             span,
             slot_nanos,
+            slot_reciprocal: (1u128 << 64).div_ceil(u128::from(slot_nanos)),
             slots: (0..=SLOTS).map(|_| Slot::new()).collect(),
             rotation: Mutex::new(()),
             origin: Instant::now(),
@@ -138,9 +144,14 @@ impl Window {
         u64::try_from(instant.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// The sequence number of the slot holding instant `at`.
+    fn slot_of(&self, at: u64) -> u64 {
+        ((u128::from(at) * self.slot_reciprocal) >> 64) as u64
+    }
+
     /// Records one call that ended at `at` (see [`Window::offset`]).
     pub(crate) fn record(&self, at: u64, elapsed: Duration, failure: bool) {
-        let seq = at / self.slot_nanos;
+        let seq = self.slot_of(at);
         let slot = &self.slots[(seq % (SLOTS + 1)) as usize];
         let tag = seq + 1;
         if slot.tag.load(Ordering::Acquire) != tag {
@@ -173,14 +184,14 @@ impl Window {
     /// Sums the calls that ended during the last `over` (at most the window's
     /// span, rounded up to whole slots) before `at`.
     pub(crate) fn summary(&self, at: u64, over: Duration) -> Summary {
-        let seq = at / self.slot_nanos;
+        let seq = self.slot_of(at);
         let full_slots = u64::try_from(over.as_nanos().div_ceil(u128::from(self.slot_nanos)))
             .unwrap_or(u64::MAX)
             .min(SLOTS);
         let oldest = seq.saturating_sub(full_slots);
         let mut summary = Summary {
             covered: Duration::from_nanos(
-                (seq - oldest) * self.slot_nanos + (at - seq * self.slot_nanos),
+                (seq - oldest) * self.slot_nanos + at.saturating_sub(seq * self.slot_nanos),
             ),
             ..Summary::default()
         };
@@ -345,6 +356,23 @@ mod tests {
         }
         assert_eq!(summary.quantile(1.0), Duration::from_secs(1));
         assert_eq!(summary.mean, Duration::from_micros(500_500));
+    }
+
+    #[test]
+    fn slots_are_found_without_division() {
+        for span in [1u64, 12, 60, 3600, 86_400] {
+            let window = Window::new(Duration::from_secs(span));
+            let slot = window.slot_nanos;
+            for k in [0u64, 1, 2, 13, 1000, 1_000_000] {
+                let start = k * slot;
+                assert_eq!(
+                    window.slot_of(start),
+                    k,
+                    "start of slot {k} ({span} s window)"
+                );
+                assert_eq!(window.slot_of(start + slot / 2), k);
+            }
+        }
     }
 
     #[test]
