@@ -116,7 +116,7 @@ where
         .enable_all()
         .build()
         .unwrap();
-    c.bench_function(&format!("single/{name}"), |b| {
+    c.bench_function(&format!("breaker/single/{name}"), |b| {
         b.iter_custom(|iters| {
             runtime.block_on(async {
                 let start = Instant::now();
@@ -141,7 +141,7 @@ where
         .enable_all()
         .build()
         .unwrap();
-    c.bench_function(&format!("contended/{name}"), |b| {
+    c.bench_function(&format!("breaker/contended/{name}"), |b| {
         b.iter_custom(|iters| {
             let per_task = iters.div_ceil(TASKS);
             let service = service.clone();
@@ -171,8 +171,8 @@ where
 
 /// What one clock read costs here (the breaker reads it once per closed call).
 fn clock(c: &mut Criterion) {
-    c.bench_function("clock/std_instant_now", |b| b.iter(Instant::now));
-    c.bench_function("clock/tokio_instant_now", |b| {
+    c.bench_function("breaker/clock/std_instant_now", |b| b.iter(Instant::now));
+    c.bench_function("breaker/clock/tokio_instant_now", |b| {
         b.iter(tokio::time::Instant::now)
     });
 }
