@@ -16,7 +16,8 @@
 //!
 //! CPU time per call, which other processes on the machine inflate far less
 //! than wall-clock time: `perf stat -e task-clock breaker_calls ours 10000000`
-//! and divide by the count.
+//! and divide by the count. A third argument `contended` splits the calls
+//! over 4 tasks on a 2-worker runtime sharing the service.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -46,11 +47,15 @@ impl Service<u64> for Noop {
     }
 }
 
-fn run<S>(mut service: S, calls: u64)
+fn run<S>(service: S, calls: u64)
 where
-    S: Service<u64, Response = u64>,
+    S: Service<u64, Response = u64, Future: Send> + Clone + Send + 'static,
     S::Error: std::fmt::Debug,
 {
+    if CONTENDED.load(std::sync::atomic::Ordering::Relaxed) {
+        return run_contended(service, calls);
+    }
+    let mut service = service;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -63,10 +68,45 @@ where
     });
 }
 
+/// Set by a third argument `contended`: the calls are split over 4 tasks
+/// on a 2-worker runtime sharing one service (for `perf stat` / `time`).
+static CONTENDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn run_contended<S>(service: S, calls: u64)
+where
+    S: Service<u64, Response = u64, Future: Send> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let mut service = service.clone();
+                tokio::spawn(async move {
+                    for i in 0..calls / 4 {
+                        let response = service.ready().await.unwrap().call(i).await.unwrap();
+                        black_box(response);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "ours".into());
     let calls: u64 = args.next().map_or(100_000, |n| n.parse().expect("a count"));
+    if args.next().as_deref() == Some("contended") {
+        CONTENDED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     match mode.as_str() {
         "bare" => run(Noop, calls),
         "ours" => {
