@@ -79,6 +79,7 @@ mod replay;
 mod service;
 mod stats;
 
+pub(crate) use self::hint::is_layer_rejection;
 pub use self::{
     config::{Backoff, ConfigError, RetryBudgetConfig, RetryConfig},
     future::ResponseFuture,
