@@ -9,12 +9,12 @@
 //! share one breaker; the time shown is wall-clock per call (total time ÷
 //! total calls).
 //!
-//! Run: `cargo bench -p resilience --bench breaker`. The zero-allocation
+//! Run: `cargo bench -p resilience-benches --bench breaker`. The zero-allocation
 //! check of the success path is the test `tests/breaker_alloc.rs` (a counting
 //! global allocator would slow the allocating peer here).
 //!
 //! Wall-clock figures inflate when the machine is shared; for figures that
-//! do not depend on load, run `examples/breaker_calls.rs` under callgrind
+//! do not depend on load, run `breaker_calls.rs` (a bin of this package) under callgrind
 //! (instructions per call) or `perf stat -e task-clock` (CPU time per call).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -116,7 +116,7 @@ where
         .enable_all()
         .build()
         .unwrap();
-    c.bench_function(&format!("single/{name}"), |b| {
+    c.bench_function(&format!("breaker/single/{name}"), |b| {
         b.iter_custom(|iters| {
             runtime.block_on(async {
                 let start = Instant::now();
@@ -141,7 +141,7 @@ where
         .enable_all()
         .build()
         .unwrap();
-    c.bench_function(&format!("contended/{name}"), |b| {
+    c.bench_function(&format!("breaker/contended/{name}"), |b| {
         b.iter_custom(|iters| {
             let per_task = iters.div_ceil(TASKS);
             let service = service.clone();
@@ -171,8 +171,8 @@ where
 
 /// What one clock read costs here (the breaker reads it once per closed call).
 fn clock(c: &mut Criterion) {
-    c.bench_function("clock/std_instant_now", |b| b.iter(Instant::now));
-    c.bench_function("clock/tokio_instant_now", |b| {
+    c.bench_function("breaker/clock/std_instant_now", |b| b.iter(Instant::now));
+    c.bench_function("breaker/clock/tokio_instant_now", |b| {
         b.iter(tokio::time::Instant::now)
     });
 }

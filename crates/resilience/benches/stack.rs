@@ -2,7 +2,7 @@
 //! concurrency → timeout → retry, with a budget) around a ready no-op
 //! service, against the bare service, in one run.
 //!
-//! `cargo bench -p resilience --bench stack`
+//! `cargo bench -p resilience-benches --bench stack`
 //!
 //! - `single`: one task calling in a loop on a current-thread runtime.
 //! - `contended`: four tasks sharing one stack on a runtime with two worker
@@ -152,7 +152,8 @@ fn layers(c: &mut Criterion) {
     use resilience::concurrency::{ConcurrencyConfig, ConcurrencyLimitLayer};
     use resilience::metrics::{MetricsConfig, MetricsLayer};
     use resilience::retry::{RetryConfig, RetryLayer};
-    let group = "single, one layer";
+    let group = "stack/single one layer";
+    single(c, group, "bare", Noop);
     single(
         c,
         group,
@@ -200,19 +201,14 @@ fn benches(c: &mut Criterion) {
     layers(c);
     // Built before any recorder is installed: metric handles are no-ops.
     let plain = stack("bench").layer(Noop);
-    single(c, "single", "bare", Noop);
-    single(c, "single", "stack (noop recorder)", plain.clone());
-    contended(c, "contended 4 tasks / 2 workers", "bare", Noop);
-    contended(
-        c,
-        "contended 4 tasks / 2 workers",
-        "stack (noop recorder)",
-        plain,
-    );
+    single(c, "stack/single", "bare", Noop);
+    single(c, "stack/single", "stack (noop recorder)", plain.clone());
+    contended(c, "stack/contended", "bare", Noop);
+    contended(c, "stack/contended", "stack (noop recorder)", plain);
     let get_route = stack_without_retry("bench-get").layer(Noop);
     single(
         c,
-        "single",
+        "stack/single",
         "stack without retry (noop recorder)",
         get_route,
     );
@@ -222,13 +218,8 @@ fn benches(c: &mut Criterion) {
     metrics::set_global_recorder(recorder).unwrap();
     resilience::metrics::describe_all();
     let measured = stack("bench").layer(Noop);
-    single(c, "single", "stack (prometheus)", measured.clone());
-    contended(
-        c,
-        "contended 4 tasks / 2 workers",
-        "stack (prometheus)",
-        measured,
-    );
+    single(c, "stack/single", "stack (prometheus)", measured.clone());
+    contended(c, "stack/contended", "stack (prometheus)", measured);
     // Keep the exporter's histograms drained as a scrape would.
     assert!(
         prometheus

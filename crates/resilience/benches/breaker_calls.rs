@@ -4,10 +4,10 @@
 //! (robust to machine load, unlike wall-clock benches):
 //!
 //! ```text
-//! cargo build --release -p resilience --example breaker_calls
+//! cargo build --release -p resilience-benches --bin breaker_calls
 //! for n in 100000 200000; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/examples/breaker_calls ours $n 2>&1 | grep refs
+//!     target/release/breaker_calls ours $n 2>&1 | grep refs
 //! done
 //! ```
 //!
