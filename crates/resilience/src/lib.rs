@@ -16,10 +16,15 @@ pub mod budget;
 pub mod cache;
 pub mod classify;
 pub mod concurrency;
+mod config;
 pub mod metrics;
 pub mod registry;
 pub mod retry;
 pub mod stack;
+
+/// Every layer's config validation returns this one type; each layer module
+/// re-exports it as its own `ConfigError` too.
+pub use config::ConfigError;
 
 /// The error type every layer here returns: the inner service's error, or one
 /// of the layer's own (downcast to find which).

@@ -97,17 +97,17 @@ use tower::util::Either;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::BoxError;
-use crate::breaker::{self, Breaker, BreakerConfig, BreakerHandle, BreakerLayer};
+use crate::breaker::{Breaker, BreakerConfig, BreakerHandle, BreakerLayer};
 use crate::budget::{BudgetConfig, BudgetHandle};
 use crate::cache::{Cache, CacheConfig, CacheHandle, CacheLayer};
 use crate::classify::ErrorIsFailure;
 use crate::concurrency::{
-    self, ConcurrencyConfig, ConcurrencyHandle, ConcurrencyLimit, ConcurrencyLimitLayer,
+    ConcurrencyConfig, ConcurrencyHandle, ConcurrencyLimit, ConcurrencyLimitLayer,
 };
-use crate::metrics::{self, Metrics, MetricsConfig, MetricsLayer, OperationHandle};
+use crate::metrics::{Metrics, MetricsConfig, MetricsLayer, OperationHandle};
 use crate::registry::{Registry, RegistryError};
-use crate::retry::{self, CloneRequest, Retry, RetryConfig, RetryHandle, RetryLayer};
+use crate::retry::{CloneRequest, Retry, RetryConfig, RetryHandle, RetryLayer};
+use crate::{BoxError, ConfigError};
 
 /// The resilience settings of one service (`[services.<name>]` in TOML).
 /// Every section may be left out.
@@ -149,39 +149,51 @@ impl Default for ServiceConfig {
 
 /// A service's config could not be turned into a stack.
 #[derive(Debug, thiserror::Error)]
-#[error("service '{service}': {problem}")]
-pub struct StackError {
-    /// The service's name.
-    pub service: String,
-    /// What is wrong.
-    #[source]
-    pub problem: StackProblem,
+pub enum StackError {
+    /// A section of the service's config holds a value its layer cannot use.
+    #[error("service '{service}': invalid {section} config: {source}")]
+    Config {
+        /// The service's name.
+        service: String,
+        /// The section the field is in: `breaker`, `concurrency`, `retry`,
+        /// `cache` or `budget`, or `service` for the service's own keys
+        /// (`timeout`).
+        section: &'static str,
+        /// The field and what it allows.
+        source: ConfigError,
+    },
+    /// A layer of this name is already registered.
+    #[error("service '{service}': {source}")]
+    Registry {
+        /// The service's name.
+        service: String,
+        /// The name that is taken.
+        source: RegistryError,
+    },
 }
 
-/// What was wrong with a [`ServiceConfig`], by section.
-#[derive(Debug, thiserror::Error)]
-pub enum StackProblem {
-    /// `timeout` was zero.
-    #[error("invalid `timeout`: a duration above 0")]
-    Timeout,
-    /// The `breaker` section.
-    #[error(transparent)]
-    Breaker(#[from] breaker::ConfigError),
-    /// The `concurrency` section.
-    #[error(transparent)]
-    Concurrency(#[from] concurrency::ConfigError),
-    /// The `retry` section.
-    #[error(transparent)]
-    Retry(#[from] retry::ConfigError),
-    /// The `cache` section.
-    #[error(transparent)]
-    Cache(#[from] crate::cache::ConfigError),
-    /// The `budget` section (or the statistics window it sets).
-    #[error(transparent)]
-    Budget(#[from] metrics::ConfigError),
-    /// A layer of this name is already registered.
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
+impl StackError {
+    /// The name of the service whose stack could not be built.
+    pub fn service(&self) -> &str {
+        match self {
+            Self::Config { service, .. } | Self::Registry { service, .. } => service,
+        }
+    }
+
+    fn config(service: &str, section: &'static str) -> impl FnOnce(ConfigError) -> Self {
+        move |source| Self::Config {
+            service: service.to_owned(),
+            section,
+            source,
+        }
+    }
+
+    fn registry(service: &str) -> impl FnOnce(RegistryError) -> Self {
+        move |source| Self::Registry {
+            service: service.to_owned(),
+            source,
+        }
+    }
 }
 
 /// The handles of every layer of one stack (also in the [`Registry`]).
@@ -252,47 +264,44 @@ impl ServiceStack {
         config: &ServiceConfig,
         registry: &Registry,
     ) -> Result<Self, StackError> {
-        let name = name.into();
-        Self::build(&name, config, registry).map_err(|problem| StackError {
-            service: name.to_string(),
-            problem,
-        })
-    }
-
-    fn build(
-        name: &Arc<str>,
-        config: &ServiceConfig,
-        registry: &Registry,
-    ) -> Result<Self, StackProblem> {
+        let name: Arc<str> = name.into();
+        let section = |section| StackError::config(&name, section);
         if config.timeout == Some(Duration::ZERO) {
-            return Err(StackProblem::Timeout);
+            let error = ConfigError::new("timeout", "must be above zero");
+            return Err(section("service")(error));
         }
-        config.budget.validate()?;
+        config.budget.validate().map_err(section("budget"))?;
         if let Some(cache) = &config.cache {
-            cache.validate()?;
+            cache.validate().map_err(section("cache"))?;
         }
-        let breaker = BreakerLayer::new(name.clone(), config.breaker.clone())?;
+        let breaker =
+            BreakerLayer::new(name.clone(), config.breaker.clone()).map_err(section("breaker"))?;
         let concurrency = config
             .concurrency
             .clone()
             .map(|c| ConcurrencyLimitLayer::new(name.clone(), c))
-            .transpose()?;
+            .transpose()
+            .map_err(section("concurrency"))?;
         let retry = config
             .retry
             .clone()
             .map(|c| RetryLayer::new(name.clone(), c))
-            .transpose()?;
+            .transpose()
+            .map_err(section("retry"))?;
+        // The statistics window is the budget's `window`.
         let metrics = MetricsLayer::new(
             name.clone(),
             MetricsConfig {
                 window: config.budget.window,
             },
-        )?;
+        )
+        .map_err(section("budget"))?;
         let operation = metrics.handle();
         let budget = if config.budget.is_empty() {
             None
         } else {
-            Some(BudgetHandle::attach(&operation, config.budget.clone())?)
+            let budget = BudgetHandle::attach(&operation, config.budget.clone());
+            Some(budget.map_err(section("budget"))?)
         };
         let handles = StackHandles {
             operation,
@@ -301,9 +310,11 @@ impl ServiceStack {
             concurrency: concurrency.as_ref().map(ConcurrencyLimitLayer::handle),
             retry: retry.as_ref().map(RetryLayer::handle),
         };
-        registry.register_stack(&handles)?;
+        registry
+            .register_stack(&handles)
+            .map_err(StackError::registry(&name))?;
         Ok(Self {
-            name: name.clone(),
+            name,
             metrics,
             breaker,
             concurrency,
@@ -362,19 +373,16 @@ impl<C, R> ServiceStack<C, R> {
 
     fn build_cache<T>(
         &self,
-        build: impl FnOnce(Arc<str>, CacheConfig) -> Result<(CacheHandle, T), crate::cache::ConfigError>,
+        build: impl FnOnce(Arc<str>, CacheConfig) -> Result<(CacheHandle, T), ConfigError>,
     ) -> Result<Option<T>, StackError> {
         let Some(config) = self.cache.clone() else {
             return Ok(None);
         };
-        let error = |problem: StackProblem| StackError {
-            service: self.name.to_string(),
-            problem,
-        };
-        let (handle, cache) = build(self.name.clone(), config).map_err(|e| error(e.into()))?;
+        let (handle, cache) =
+            build(self.name.clone(), config).map_err(StackError::config(&self.name, "cache"))?;
         self.registry
             .register_cache(handle)
-            .map_err(|e| error(e.into()))?;
+            .map_err(StackError::registry(&self.name))?;
         Ok(Some(cache))
     }
 

@@ -252,7 +252,7 @@ fn invalid_budgets_are_refused_with_the_field_named() {
     let bad = |config: BudgetConfig| {
         BudgetHandle::attach(&layer.handle(), config)
             .unwrap_err()
-            .field
+            .field()
     };
     assert_eq!(
         bad(BudgetConfig {

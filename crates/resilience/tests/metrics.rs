@@ -313,7 +313,7 @@ fn snapshot_serializes_camel_case_and_config_is_checked() {
         },
     )
     .unwrap_err();
-    assert_eq!(error.field, "window");
+    assert_eq!(error.field(), "window");
     assert!(
         serde_json::from_str::<MetricsConfig>(r#"{"windw": "1m"}"#).is_err(),
         "unknown fields are refused"

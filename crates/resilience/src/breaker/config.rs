@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
+use crate::ConfigError;
+use crate::config::invalid;
 
 /// Settings of one circuit breaker.
 ///
@@ -84,47 +85,35 @@ impl BreakerConfig {
     /// Checks every field; the error names the first bad one and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.failure_threshold == 0 {
-            return Err(ConfigError::new("failure_threshold", "must be at least 1"));
+            return invalid("failure_threshold", "must be at least 1");
         }
         check_rate("failure_rate_threshold", self.failure_rate_threshold)?;
         if self.minimum_throughput == 0 {
-            return Err(ConfigError::new("minimum_throughput", "must be at least 1"));
+            return invalid("minimum_throughput", "must be at least 1");
         }
         if self.monitoring_period < MIN_MONITORING_PERIOD {
-            return Err(ConfigError::new(
-                "monitoring_period",
-                "must be at least 10ms",
-            ));
+            return invalid("monitoring_period", "must be at least 10ms");
         }
         if self.reset_timeout.is_zero() {
-            return Err(ConfigError::new("reset_timeout", "must be more than zero"));
+            return invalid("reset_timeout", "must be more than zero");
         }
         if let Some(max) = self.reset_timeout_max
             && max < self.reset_timeout
         {
-            return Err(ConfigError::new(
-                "reset_timeout_max",
-                "must be at least reset_timeout",
-            ));
+            return invalid("reset_timeout_max", "must be at least reset_timeout");
         }
         if self.half_open_max_calls == 0 {
-            return Err(ConfigError::new(
-                "half_open_max_calls",
-                "must be at least 1",
-            ));
+            return invalid("half_open_max_calls", "must be at least 1");
         }
         if self.slow_call_duration.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new(
-                "slow_call_duration",
-                "must be more than zero",
-            ));
+            return invalid("slow_call_duration", "must be more than zero");
         }
         check_rate("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
         if self.slow_call_rate_threshold.is_some() && self.slow_call_duration.is_none() {
-            return Err(ConfigError::new(
+            return invalid(
                 "slow_call_rate_threshold",
                 "needs slow_call_duration to be set",
-            ));
+            );
         }
         Ok(())
     }

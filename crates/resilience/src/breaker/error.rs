@@ -1,4 +1,4 @@
-//! The breaker's own errors: a rejected call and a bad config.
+//! The breaker's own rejection: a call refused while the breaker is open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,30 +33,6 @@ impl BreakerOpen {
     /// the outstanding probes would be forgotten.
     pub fn retry_after(&self) -> Duration {
         self.retry_after
-    }
-}
-
-/// A config field with a value the breaker cannot use.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid breaker config: `{field}` {allowed}")]
-pub struct ConfigError {
-    field: &'static str,
-    allowed: &'static str,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, allowed: &'static str) -> Self {
-        Self { field, allowed }
-    }
-
-    /// The config field at fault, as named in TOML (`failure_threshold`).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// What the field may hold.
-    pub fn allowed(&self) -> &'static str {
-        self.allowed
     }
 }
 

@@ -82,7 +82,7 @@ impl<F, C> ResponseFuture<F, C> {
 impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
     C: Classifier<T, E>,
 {
     type Output = Result<T, BoxError>;
@@ -101,9 +101,20 @@ where
                 classifier,
             } => {
                 let result = ready!(future.poll(cx));
-                let failure = classifier.classify(result.as_ref()).is_failure();
                 guard.done = true;
-                guard.shared.complete(guard.permit, failure);
+                match &result {
+                    // A layer below shed the call (full queue, nested open
+                    // breaker): the callee was never asked, so the outcome
+                    // says nothing about its health. Count nothing, as for a
+                    // cancelled call.
+                    Err(error) if crate::retry::is_layer_rejection(error) => {
+                        guard.shared.cancel(guard.permit);
+                    }
+                    _ => {
+                        let failure = classifier.classify(result.as_ref()).is_failure();
+                        guard.shared.complete(guard.permit, failure);
+                    }
+                }
                 Poll::Ready(result.map_err(Into::into))
             }
         }

@@ -117,7 +117,7 @@ impl BreakerHandle {
     pub fn call<F, T, E>(&self, future: F) -> ResponseFuture<F, ErrorIsFailure>
     where
         F: Future<Output = Result<T, E>>,
-        E: Into<BoxError>,
+        E: Into<BoxError> + 'static,
     {
         self.call_with(future, ErrorIsFailure)
     }
@@ -126,7 +126,7 @@ impl BreakerHandle {
     pub fn call_with<F, C, T, E>(&self, future: F, classifier: C) -> ResponseFuture<F, C>
     where
         F: Future<Output = Result<T, E>>,
-        E: Into<BoxError>,
+        E: Into<BoxError> + 'static,
         C: Classifier<T, E>,
     {
         match self.shared.admit() {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::config::BreakerConfig;
-use super::error::ConfigError;
 use super::handle::BreakerHandle;
 use super::service::Breaker;
 use super::state::Shared;
+use crate::ConfigError;
 use crate::classify::ErrorIsFailure;
 
 /// Wraps services in one named circuit breaker.

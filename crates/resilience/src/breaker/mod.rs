@@ -99,8 +99,9 @@ mod service;
 mod state;
 mod window;
 
+pub use crate::ConfigError;
 pub use config::BreakerConfig;
-pub use error::{BreakerOpen, ConfigError};
+pub use error::BreakerOpen;
 pub use future::ResponseFuture;
 pub use handle::{BreakerHandle, BreakerSnapshot};
 pub use layer::BreakerLayer;

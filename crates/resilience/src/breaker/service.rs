@@ -54,7 +54,7 @@ impl<S, C> Breaker<S, C> {
 impl<S, C, Req> Service<Req> for Breaker<S, C>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + 'static,
     C: Classifier<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;

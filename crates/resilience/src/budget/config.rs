@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{ConfigError, validate_window};
+use crate::ConfigError;
+use crate::config::invalid;
+use crate::metrics::validate_window;
 
 /// Latency and error-rate limits for one operation, judged over a window.
 ///
@@ -65,27 +67,24 @@ impl BudgetConfig {
         validate_window("budget.window", self.window)?;
         for (field, limit) in [("budget.p95", self.p95), ("budget.p99", self.p99)] {
             if limit == Some(Duration::ZERO) {
-                return Err(ConfigError::new(field, "a duration above 0"));
+                return invalid(field, "must be a duration above 0");
             }
         }
         if let (Some(p95), Some(p99)) = (self.p95, self.p99)
             && p95 > p99
         {
-            return Err(ConfigError::new(
-                "budget.p95",
-                "a duration no longer than budget.p99",
-            ));
+            return invalid("budget.p95", "must be no longer than `budget.p99`");
         }
         if let Some(rate) = self.error_rate
             && !(rate > 0.0 && rate <= 1.0)
         {
-            return Err(ConfigError::new(
+            return invalid(
                 "budget.error_rate",
-                "a fraction above 0 and at most 1 (0.05 = 5 %)",
-            ));
+                "must be a fraction above 0 and at most 1 (0.05 = 5 %)",
+            );
         }
         if self.min_samples == 0 {
-            return Err(ConfigError::new("budget.min_samples", "at least 1"));
+            return invalid("budget.min_samples", "must be at least 1");
         }
         Ok(())
     }

@@ -10,8 +10,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{Alert, AlertCallback, AlertEvent, AlertEventKind, BudgetConfig, BudgetKind};
+use crate::ConfigError;
 use crate::metrics::window::Summary;
-use crate::metrics::{Anchor, ConfigError, Operation, OperationHandle};
+use crate::metrics::{Anchor, Operation, OperationHandle};
 
 /// How often completed calls trigger an evaluation of the budget, at most.
 pub const EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
@@ -182,7 +183,7 @@ impl BudgetHandle {
             return Err(ConfigError::new(
                 "budget.window",
                 format!(
-                    "at most the operation's statistics window ({})",
+                    "must be at most the operation's statistics window ({})",
                     humantime_serde::re::humantime::format_duration(operation.window.span())
                 ),
             ));
@@ -226,7 +227,7 @@ impl BudgetHandle {
         operation
             .budget
             .set(Arc::clone(&state))
-            .map_err(|_| ConfigError::new("budget", "one budget per operation"))?;
+            .map_err(|_| ConfigError::new("budget", "is already attached to this operation"))?;
         Ok(Self { state, operation })
     }
 

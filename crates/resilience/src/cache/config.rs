@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ConfigError;
+use crate::config::invalid;
+
 /// The size bound used when a config sets neither `max_entries` nor `max_bytes`.
 pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 
@@ -50,47 +53,36 @@ impl Default for CacheConfig {
     }
 }
 
-/// A config value outside what is allowed: names the field and the rule.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid cache config: `{field}` {allowed}")]
-pub struct ConfigError {
-    /// The offending field, as spelled in the config.
-    pub field: &'static str,
-    /// What the field allows.
-    pub allowed: &'static str,
-}
-
 impl CacheConfig {
     /// Checks every field against its allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |field, allowed| Err(ConfigError { field, allowed });
         if self.ttl.is_zero() {
-            return fail("ttl", "must be greater than zero");
+            return invalid("ttl", "must be greater than zero");
         }
         // moka refuses expirations longer than 1000 years; stay far below it.
         const MAX_WINDOW: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
         if self.ttl > MAX_WINDOW {
-            return fail("ttl", "must be at most 10 years");
+            return invalid("ttl", "must be at most 10 years");
         }
         if self
             .stale_if_error
             .is_some_and(|window| window > MAX_WINDOW)
         {
-            return fail("stale_if_error", "must be at most 10 years");
+            return invalid("stale_if_error", "must be at most 10 years");
         }
         if self.max_entries.is_some() && self.max_bytes.is_some() {
-            return fail("max_bytes", "cannot be set together with `max_entries`");
+            return invalid("max_bytes", "cannot be set together with `max_entries`");
         }
         if self.max_entries == Some(0) {
-            return fail("max_entries", "must be at least 1");
+            return invalid("max_entries", "must be at least 1");
         }
         if self.max_bytes == Some(0) {
-            return fail("max_bytes", "must be at least 1");
+            return invalid("max_bytes", "must be at least 1");
         }
         if let Some(threshold) = self.refresh_threshold
             && !(threshold > 0.0 && threshold < 1.0)
         {
-            return fail("refresh_threshold", "must be between 0 and 1 (exclusive)");
+            return invalid("refresh_threshold", "must be between 0 and 1 (exclusive)");
         }
         Ok(())
     }
@@ -121,7 +113,7 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let bad = |config: CacheConfig| config.validate().expect_err("invalid").field;
+        let bad = |config: CacheConfig| config.validate().expect_err("invalid").field();
         let base = CacheConfig::default();
         assert_eq!(
             bad(CacheConfig {

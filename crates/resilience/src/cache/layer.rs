@@ -7,10 +7,11 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::body::HttpEntry;
-use super::config::{CacheConfig, ConfigError};
+use super::config::CacheConfig;
 use super::handle::CacheHandle;
 use super::service::CacheService;
 use super::typed::Cache;
+use crate::ConfigError;
 
 /// Largest response body buffered and cached by default: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;

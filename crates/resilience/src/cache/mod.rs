@@ -91,8 +91,9 @@ mod stats;
 mod tags;
 mod typed;
 
+pub use crate::ConfigError;
 pub use body::{CacheBody, CacheTags, InvalidateTags};
-pub use config::{CacheConfig, ConfigError, DEFAULT_MAX_ENTRIES};
+pub use config::{CacheConfig, DEFAULT_MAX_ENTRIES};
 pub use error::LoadError;
 pub use future::ResponseFuture;
 pub use handle::{CacheHandle, CacheSnapshot, EvictionCounts, WarmResult};

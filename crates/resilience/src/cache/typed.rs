@@ -32,12 +32,13 @@ use parking_lot::Mutex;
 use tokio::sync::{RwLock, watch};
 use tokio::time::Instant;
 
-use super::config::{CacheConfig, ConfigError, DEFAULT_MAX_ENTRIES};
+use super::config::{CacheConfig, DEFAULT_MAX_ENTRIES};
 use super::error::LoadError;
 use super::handle::{CacheHandle, CacheSnapshot, EvictionCounts, WarmResult};
 use super::stats::Stats;
 use super::tags::{FillId, Tag, TagIndex, Ticket};
 use crate::BoxError;
+use crate::ConfigError;
 
 /// A typed, tagged, single-flight cache (cheap to clone: an `Arc` inside).
 ///

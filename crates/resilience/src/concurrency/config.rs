@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ConfigError;
+use crate::config::invalid;
+
 /// Configuration of a [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer).
 ///
 /// ```toml
@@ -70,20 +73,6 @@ impl Default for AdaptiveConfig {
     }
 }
 
-/// A configuration value outside what the concurrency limit accepts.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid concurrency config: `{field}` {problem}")]
-pub struct ConfigError {
-    /// The offending field, as named in the config file.
-    pub field: &'static str,
-    /// What is allowed, and what was given.
-    pub problem: String,
-}
-
-fn invalid(field: &'static str, problem: String) -> Result<(), ConfigError> {
-    Err(ConfigError { field, problem })
-}
-
 /// Tokio's semaphore cannot hold more permits than this.
 const MAX_PERMITS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
@@ -99,15 +88,12 @@ impl ConcurrencyConfig {
         if self.max_queue > 0 && self.queue_timeout.is_zero() {
             return invalid(
                 "queue_timeout",
-                "must be above zero when max_queue is above zero".to_owned(),
+                "must be above zero when max_queue is above zero",
             );
         }
         if let Some(adaptive) = &self.adaptive {
             if adaptive.min_concurrent == 0 {
-                return invalid(
-                    "adaptive.min_concurrent",
-                    "must be at least 1 (got 0)".to_owned(),
-                );
+                return invalid("adaptive.min_concurrent", "must be at least 1 (got 0)");
             }
             if adaptive.max_concurrent > MAX_PERMITS {
                 return invalid(
@@ -129,7 +115,7 @@ impl ConcurrencyConfig {
                 );
             }
             if adaptive.latency_target.is_zero() {
-                return invalid("adaptive.latency_target", "must be above zero".to_owned());
+                return invalid("adaptive.latency_target", "must be above zero");
             }
             if !(adaptive.backoff_ratio > 0.0 && adaptive.backoff_ratio < 1.0) {
                 return invalid(
@@ -162,19 +148,19 @@ mod tests {
             max_concurrent: 0,
             ..ConcurrencyConfig::default()
         };
-        assert_eq!(zero.validate().unwrap_err().field, "max_concurrent");
+        assert_eq!(zero.validate().unwrap_err().field(), "max_concurrent");
         let no_wait = ConcurrencyConfig {
             queue_timeout: Duration::ZERO,
             ..ConcurrencyConfig::default()
         };
-        assert_eq!(no_wait.validate().unwrap_err().field, "queue_timeout");
+        assert_eq!(no_wait.validate().unwrap_err().field(), "queue_timeout");
         let out_of_bounds = ConcurrencyConfig {
             max_concurrent: 1000,
             adaptive: Some(AdaptiveConfig::default()),
             ..ConcurrencyConfig::default()
         };
         assert_eq!(
-            out_of_bounds.validate().unwrap_err().field,
+            out_of_bounds.validate().unwrap_err().field(),
             "max_concurrent"
         );
         let ratio = ConcurrencyConfig {
@@ -185,7 +171,7 @@ mod tests {
             ..ConcurrencyConfig::default()
         };
         assert_eq!(
-            ratio.validate().unwrap_err().field,
+            ratio.validate().unwrap_err().field(),
             "adaptive.backoff_ratio"
         );
     }

@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::{
-    ConcurrencyConfig, ConcurrencyHandle, ConcurrencyLimit, config::ConfigError, limiter::Limiter,
-};
+use super::{ConcurrencyConfig, ConcurrencyHandle, ConcurrencyLimit, limiter::Limiter};
+use crate::ConfigError;
 
 /// Applies a [`ConcurrencyLimit`] to services.
 ///

@@ -82,7 +82,7 @@ mod service;
 mod stats;
 
 pub use self::{
-    config::{AdaptiveConfig, ConcurrencyConfig, ConfigError},
+    config::{AdaptiveConfig, ConcurrencyConfig},
     error::{QueueFull, QueueTimeout},
     future::ResponseFuture,
     handle::ConcurrencyHandle,
@@ -90,6 +90,7 @@ pub use self::{
     service::ConcurrencyLimit,
     stats::{ConcurrencySnapshot, WaitBucket, WaitSnapshot},
 };
+pub use crate::ConfigError;
 
 /// Registers the HELP text of this module's series with the installed
 /// recorder; called by `crate::metrics::describe_all`.

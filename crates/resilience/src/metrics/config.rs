@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use crate::ConfigError;
+use crate::config::invalid;
 
 /// How the metrics layer keeps its in-process statistics.
 ///
@@ -47,7 +48,7 @@ impl MetricsConfig {
 /// Checks a statistics window length (shared with budgets).
 pub(crate) fn validate_window(field: &'static str, window: Duration) -> Result<(), ConfigError> {
     if window < MetricsConfig::MIN_WINDOW || window > MetricsConfig::MAX_WINDOW {
-        return Err(ConfigError::new(field, "a duration from 1s to 24h"));
+        return invalid(field, "must be a duration from 1s to 24h");
     }
     Ok(())
 }

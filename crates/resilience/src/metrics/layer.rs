@@ -5,7 +5,8 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::handle::{Anchor, OperationHandle};
-use super::{ConfigError, Metrics, MetricsConfig};
+use super::{Metrics, MetricsConfig};
+use crate::ConfigError;
 use crate::classify::ErrorIsFailure;
 
 /// Wraps a service in [`Metrics`], measuring each call as one named operation.

@@ -43,16 +43,15 @@
 //! ```
 
 mod config;
-mod error;
 mod future;
 mod handle;
 mod layer;
 mod service;
 pub(crate) mod window;
 
+pub use crate::ConfigError;
 pub use config::MetricsConfig;
 pub(crate) use config::validate_window;
-pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub(crate) use handle::{Anchor, Operation};
 pub use handle::{OperationHandle, OperationSnapshot};

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ConfigError;
+use crate::config::invalid;
+
 /// Configuration of a [`RetryLayer`](super::RetryLayer).
 ///
 /// ```toml
@@ -102,20 +105,6 @@ impl Default for RetryBudgetConfig {
     }
 }
 
-/// A configuration value outside what the retry layer accepts.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid retry config: `{field}` {problem}")]
-pub struct ConfigError {
-    /// The offending field, as named in the config file.
-    pub field: &'static str,
-    /// What is allowed, and what was given.
-    pub problem: String,
-}
-
-fn invalid(field: &'static str, problem: String) -> Result<(), ConfigError> {
-    Err(ConfigError { field, problem })
-}
-
 impl RetryConfig {
     /// Checks every field; the first bad one is named in the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -162,7 +151,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let field = |config: RetryConfig| config.validate().unwrap_err().field;
+        let field = |config: RetryConfig| config.validate().unwrap_err().field();
         assert_eq!(
             field(RetryConfig {
                 attempts: 0,

@@ -40,11 +40,21 @@ pub(crate) fn hint_of<T: RetryAfterHint>(error: &dyn Any) -> Option<Duration> {
     None
 }
 
+/// The rejections of this crate's own layers: load shed or refused before the
+/// callee was asked. The retry layer honours their hints; the breaker counts
+/// them as nothing (they say nothing about the callee's health).
+const LAYER_REJECTIONS: [HintFn; 3] = [
+    hint_of::<crate::concurrency::QueueFull>,
+    hint_of::<crate::concurrency::QueueTimeout>,
+    hint_of::<crate::breaker::BreakerOpen>,
+];
+
 /// The hint types every retry layer honours.
 pub(crate) fn default_hints() -> Vec<HintFn> {
-    vec![
-        hint_of::<crate::concurrency::QueueFull>,
-        hint_of::<crate::concurrency::QueueTimeout>,
-        hint_of::<crate::breaker::BreakerOpen>,
-    ]
+    LAYER_REJECTIONS.to_vec()
+}
+
+/// `true` when `error` is (or wraps) a rejection by one of this crate's layers.
+pub(crate) fn is_layer_rejection(error: &dyn Any) -> bool {
+    LAYER_REJECTIONS.iter().any(|hint| hint(error).is_some())
 }

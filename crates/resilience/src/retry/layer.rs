@@ -6,10 +6,10 @@ use tower_layer::Layer;
 
 use super::{
     CloneRequest, Retry, RetryAfterHint, RetryConfig, RetryHandle,
-    config::ConfigError,
     hint::hint_of,
     policy::{RetryPolicy, Shared},
 };
+use crate::ConfigError;
 use crate::classify::ErrorIsFailure;
 
 /// Applies [`Retry`] to services.

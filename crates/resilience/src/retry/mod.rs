@@ -79,8 +79,9 @@ mod replay;
 mod service;
 mod stats;
 
+pub(crate) use self::hint::is_layer_rejection;
 pub use self::{
-    config::{Backoff, ConfigError, RetryBudgetConfig, RetryConfig},
+    config::{Backoff, RetryBudgetConfig, RetryConfig},
     future::ResponseFuture,
     handle::RetryHandle,
     hint::RetryAfterHint,
@@ -90,6 +91,7 @@ pub use self::{
     service::Retry,
     stats::RetrySnapshot,
 };
+pub use crate::ConfigError;
 
 /// Registers the HELP text of this module's series with the installed
 /// recorder; called by `crate::metrics::describe_all`.
