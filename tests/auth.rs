@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boardroom::auth::JwtKeys;
-use boardroom_tests::{TestApp, expect_error, expect_status};
+use boardroom_tests::{SendExpect, TestApp, expect_error};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -94,27 +94,22 @@ async fn valid_tokens_are_accepted() {
     let user = app.sign(&json!({
         "sub": Uuid::new_v4(), "exp": now() + 600, "aud": "authenticated", "role": "authenticated"
     }));
-    let response = app
-        .get(
-            "/v1/users/00000000-0000-0000-0000-000000000001",
-            Some(&user),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
+    app.get(
+        "/v1/users/00000000-0000-0000-0000-000000000001",
+        Some(&user),
+    )
+    .expect_error(404, "not_found")
+    .await;
 
     // An operator token reads any organization.
     let (_, org) = app.owner_with_org("acme").await;
-    let response = app
+    let body = app
         .get(
             &format!("/v1/organizations/{org}"),
             Some(&app.service_token()),
         )
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 200).await;
+        .expect_status(200)
+        .await;
     assert_eq!(body["data"]["slug"], "acme");
 }
 

@@ -1,23 +1,21 @@
 //! Bad input and protocol errors all answer in the envelope, naming the field.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use boardroom_tests::{TestApp, expect_error, expect_status};
+use boardroom_tests::{SendExpect, TestApp, expect_error, expect_status};
 use serde_json::json;
 
 #[tokio::test]
 async fn malformed_json_is_400() {
     let app = TestApp::spawn().await;
     let token = app.service_token();
-    let response = app
+    let error = app
         .client
         .post(app.url("/v1/organizations"))
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .body(r#"{"name": "Acme", "slug": "#)
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 400, "invalid_input").await;
+        .expect_error(400, "invalid_input")
+        .await;
     assert!(
         error["message"]
             .as_str()
@@ -32,41 +30,35 @@ async fn wrong_type_missing_field_and_unknown_enum_name_the_field() {
     let app = TestApp::spawn().await;
     let (owner, org) = app.owner_with_org("acme").await;
 
-    let response = app
+    let error = app
         .post_json(
             "/v1/organizations",
             &owner,
             &json!({"name": "Acme", "slug": 42}),
         )
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 400, "invalid_input").await;
+        .expect_error(400, "invalid_input")
+        .await;
     assert_eq!(error["field"], "slug");
     assert!(
         error["message"].as_str().unwrap().contains("slug"),
         "{error}"
     );
 
-    let response = app
+    let error = app
         .post_json("/v1/organizations", &owner, &json!({"name": "Acme"}))
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 400, "invalid_input").await;
+        .expect_error(400, "invalid_input")
+        .await;
     assert_eq!(error["field"], "slug");
 
-    let response = app
+    let error = app
         .post_json(
             "/v1/users",
             &owner,
             &json!({"email": "a@b.org", "firstName": "A", "lastName": "B",
                     "organizationId": org, "role": "boss"}),
         )
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 400, "invalid_input").await;
+        .expect_error(400, "invalid_input")
+        .await;
     assert_eq!(error["field"], "role");
     assert!(
         error["message"].as_str().unwrap().contains("boss"),
@@ -88,16 +80,14 @@ async fn wrong_type_missing_field_and_unknown_enum_name_the_field() {
         "organizationId"
     );
 
-    let response = app
+    let error = app
         .post_json(
             "/v1/organizations",
             &owner,
             &json!({"name": "A", "slug": "ab", "extra": 1}),
         )
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 400, "invalid_input").await;
+        .expect_error(400, "invalid_input")
+        .await;
     assert!(
         error["message"].as_str().unwrap().contains("extra"),
         "{error}"
@@ -108,23 +98,19 @@ async fn wrong_type_missing_field_and_unknown_enum_name_the_field() {
 async fn bad_uuid_in_path_and_bad_query_are_400() {
     let app = TestApp::spawn().await;
     let (owner, org) = app.owner_with_org("acme").await;
-    let response = app
+    let error = app
         .get("/v1/users/not-a-uuid", Some(&owner))
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 400, "invalid_input").await;
+        .expect_error(400, "invalid_input")
+        .await;
     assert_eq!(error["field"], "id");
 
-    let response = app
+    let error = app
         .get(
             &format!("/v1/organizations/{org}/members?limit=abc"),
             Some(&owner),
         )
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 400, "invalid_input").await;
+        .expect_error(400, "invalid_input")
+        .await;
     assert_eq!(error["field"], "limit");
 
     let response = app
@@ -140,19 +126,17 @@ async fn bad_uuid_in_path_and_bad_query_are_400() {
         "limit"
     );
 
-    let response = app
+    let body = app
         .get(
             &format!("/v1/organizations/{org}/members?limit=1&offset=0"),
             Some(&owner),
         )
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 200).await;
+        .expect_status(200)
+        .await;
     assert_eq!(body["data"]["members"].as_array().unwrap().len(), 1);
 
     // A huge offset is an empty page, not an overflow.
-    let response = app
+    let body = app
         .get(
             &format!(
                 "/v1/organizations/{org}/members?limit=500&offset={}",
@@ -160,10 +144,8 @@ async fn bad_uuid_in_path_and_bad_query_are_400() {
             ),
             Some(&owner),
         )
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 200).await;
+        .expect_status(200)
+        .await;
     assert_eq!(body["data"]["pagination"]["hasMore"], false);
     assert_eq!(body["data"]["members"], serde_json::json!([]));
 }
@@ -202,12 +184,9 @@ async fn body_over_the_limit_is_413() {
     let app = TestApp::spawn_with(|s| s.server.body_limit = 1024).await;
     let token = app.service_token();
     let big = json!({"name": "x".repeat(4096), "slug": "big"});
-    let response = app
-        .post_json("/v1/organizations", &token, &big)
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 413, "payload_too_large").await;
+    app.post_json("/v1/organizations", &token, &big)
+        .expect_error(413, "payload_too_large")
+        .await;
 
     // Without Content-Length (chunked), the limit holds while streaming.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
@@ -215,42 +194,33 @@ async fn body_over_the_limit_is_413() {
         Ok(vec![b'x'; 4096]),
         Ok(b"\", \"slug\": \"big\"}".to_vec()),
     ];
-    let response = app
-        .client
+    app.client
         .post(app.url("/v1/organizations"))
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
         )))
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 413, "payload_too_large").await;
+        .expect_error(413, "payload_too_large")
+        .await;
 }
 
 #[tokio::test]
 async fn non_json_content_type_is_415() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
+    app.client
         .post(app.url("/v1/organizations"))
         .bearer_auth(app.service_token())
         .header("content-type", "text/plain")
         .body(r#"{"name": "Acme", "slug": "acme"}"#)
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 415, "unsupported_media_type").await;
-    let response = app
-        .client
+        .expect_error(415, "unsupported_media_type")
+        .await;
+    app.client
         .post(app.url("/v1/organizations"))
         .bearer_auth(app.service_token())
         .body(r#"{"name": "Acme", "slug": "acme"}"#)
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 415, "unsupported_media_type").await;
+        .expect_error(415, "unsupported_media_type")
+        .await;
 }
 
 #[tokio::test]

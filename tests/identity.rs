@@ -2,7 +2,7 @@
 //! tenant isolation (another tenant's resource is a `404`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use boardroom_tests::{TestApp, expect_error, expect_status};
+use boardroom_tests::{SendExpect, TestApp, expect_error, expect_status};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -17,12 +17,10 @@ async fn bootstrap_an_organization_and_its_users() {
     assert_eq!(org["slug"], "acme-board");
     let org_id = org["id"].as_str().unwrap();
 
-    let response = app
+    let body = app
         .get(&format!("/v1/organizations/{org_id}"), Some(&token))
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 200).await;
+        .expect_status(200)
+        .await;
     assert_eq!(body["success"], true);
     assert_eq!(body["data"]["id"], org_id);
     assert!(body["data"]["createdAt"].is_string());
@@ -48,12 +46,10 @@ async fn bootstrap_an_organization_and_its_users() {
     assert_eq!(expect_status(response, 200).await["data"]["id"], user_id);
 
     // Members list shows the founder (no profile) and the member (with one).
-    let response = app
+    let body = app
         .get(&format!("/v1/organizations/{org_id}/members"), Some(&token))
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 200).await;
+        .expect_status(200)
+        .await;
     let members = body["data"]["members"].as_array().unwrap();
     assert_eq!(members.len(), 2);
     assert_eq!(members[0]["userId"], founder.to_string());
@@ -67,75 +63,63 @@ async fn bootstrap_an_organization_and_its_users() {
 async fn duplicate_slug_and_case_insensitive_email_are_409() {
     let app = TestApp::spawn().await;
     let (token, org) = app.owner_with_org("acme").await;
-    let response = app
-        .post_json(
-            "/v1/organizations",
-            &token,
-            &json!({"name": "Again", "slug": "acme"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 409, "conflict").await;
+    app.post_json(
+        "/v1/organizations",
+        &token,
+        &json!({"name": "Again", "slug": "acme"}),
+    )
+    .expect_error(409, "conflict")
+    .await;
 
     app.create_user(&token, &org, "ada@example.org", "member")
         .await;
-    let response = app
+    let error = app
         .post_json(
             "/v1/users",
             &token,
             &json!({"email": "ADA@Example.ORG", "firstName": "A", "lastName": "B",
                     "organizationId": org, "role": "viewer"}),
         )
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 409, "conflict").await;
+        .expect_error(409, "conflict")
+        .await;
     assert!(error["message"].as_str().unwrap().contains("email"));
 
     // Changing another user's email to a taken one (any case) is also a conflict.
     let other = app
         .create_user(&token, &org, "bob@example.org", "member")
         .await;
-    let response = app
-        .patch_json(
-            &format!("/v1/users/{}", other["id"].as_str().unwrap()),
-            &token,
-            &json!({"email": "Ada@EXAMPLE.org"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 409, "conflict").await;
+    app.patch_json(
+        &format!("/v1/users/{}", other["id"].as_str().unwrap()),
+        &token,
+        &json!({"email": "Ada@EXAMPLE.org"}),
+    )
+    .expect_error(409, "conflict")
+    .await;
 }
 
 #[tokio::test]
 async fn invalid_fields_are_422_naming_the_field() {
     let app = TestApp::spawn().await;
     let (token, org) = app.owner_with_org("acme").await;
-    let response = app
+    let error = app
         .post_json(
             "/v1/organizations",
             &token,
             &json!({"name": "X", "slug": "Not A Slug"}),
         )
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 422, "validation_failed").await;
+        .expect_error(422, "validation_failed")
+        .await;
     assert_eq!(error["field"], "slug");
 
-    let response = app
+    let error = app
         .post_json(
             "/v1/users",
             &token,
             &json!({"email": "nope", "firstName": "A", "lastName": "B",
                     "organizationId": org, "role": "member"}),
         )
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 422, "validation_failed").await;
+        .expect_error(422, "validation_failed")
+        .await;
     assert_eq!(error["field"], "email");
 
     let response = app
@@ -178,65 +162,44 @@ async fn another_tenants_resources_are_404() {
     let (user_b, _) = app.member(&owner_b, &org_b, "member").await;
 
     // Owner B cannot see, change or delete tenant A's user, nor see org A.
-    let response = app
-        .get(&format!("/v1/users/{user_a}"), Some(&owner_b))
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
-    let response = app
-        .patch_json(
-            &format!("/v1/users/{user_a}"),
-            &owner_b,
-            &json!({"firstName": "Mallory"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
-    let response = app
-        .delete(&format!("/v1/users/{user_a}"), &owner_b)
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
-    let response = app
-        .get(&format!("/v1/organizations/{org_a}"), Some(&owner_b))
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
-    let response = app
-        .get(
-            &format!("/v1/organizations/{org_a}/members"),
-            Some(&owner_b),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
+    app.get(&format!("/v1/users/{user_a}"), Some(&owner_b))
+        .expect_error(404, "not_found")
+        .await;
+    app.patch_json(
+        &format!("/v1/users/{user_a}"),
+        &owner_b,
+        &json!({"firstName": "Mallory"}),
+    )
+    .expect_error(404, "not_found")
+    .await;
+    app.delete(&format!("/v1/users/{user_a}"), &owner_b)
+        .expect_error(404, "not_found")
+        .await;
+    app.get(&format!("/v1/organizations/{org_a}"), Some(&owner_b))
+        .expect_error(404, "not_found")
+        .await;
+    app.get(
+        &format!("/v1/organizations/{org_a}/members"),
+        Some(&owner_b),
+    )
+    .expect_error(404, "not_found")
+    .await;
     // Nor add members to org A, nor create users in it.
-    let response = app
-        .post_json(
-            &format!("/v1/organizations/{org_a}/members"),
-            &owner_b,
-            &json!({"userId": user_b, "role": "admin"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
-    let response = app
-        .post_json(
-            "/v1/users",
-            &owner_b,
-            &json!({"email": "spy@example.org", "firstName": "S", "lastName": "Py",
+    app.post_json(
+        &format!("/v1/organizations/{org_a}/members"),
+        &owner_b,
+        &json!({"userId": user_b, "role": "admin"}),
+    )
+    .expect_error(404, "not_found")
+    .await;
+    app.post_json(
+        "/v1/users",
+        &owner_b,
+        &json!({"email": "spy@example.org", "firstName": "S", "lastName": "Py",
                     "organizationId": org_a, "role": "admin"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
+    )
+    .expect_error(404, "not_found")
+    .await;
 
     // Tenant A's user is untouched.
     let response = app
@@ -257,23 +220,18 @@ async fn a_user_in_two_orgs_shows_only_shared_memberships() {
     let (owner_b, org_b) = app.owner_with_org("beta").await;
     let (user, _) = app.member(&owner_a, &org_a, "member").await;
     // Operator adds the user to org B as well.
-    let response = app
-        .post_json(
-            &format!("/v1/organizations/{org_b}/members"),
-            &app.service_token(),
-            &json!({"userId": user, "role": "viewer"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, 201).await;
+    app.post_json(
+        &format!("/v1/organizations/{org_b}/members"),
+        &app.service_token(),
+        &json!({"userId": user, "role": "viewer"}),
+    )
+    .expect_status(201)
+    .await;
 
-    let response = app
+    let body = app
         .get(&format!("/v1/users/{user}"), Some(&owner_b))
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 200).await;
+        .expect_status(200)
+        .await;
     assert_eq!(
         body["data"]["memberships"],
         json!([{"organizationId": org_b, "role": "viewer"}]),
@@ -301,57 +259,39 @@ async fn viewers_read_only() {
     let (member, _) = app.member(&owner, &org, "member").await;
 
     // Reads are fine.
-    let response = app
-        .get(&format!("/v1/organizations/{org}"), Some(&viewer_token))
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, 200).await;
-    let response = app
-        .get(&format!("/v1/users/{member}"), Some(&viewer_token))
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, 200).await;
+    app.get(&format!("/v1/organizations/{org}"), Some(&viewer_token))
+        .expect_status(200)
+        .await;
+    app.get(&format!("/v1/users/{member}"), Some(&viewer_token))
+        .expect_status(200)
+        .await;
 
     // Writes to others, creating users, adding members: 403.
-    let response = app
-        .patch_json(
-            &format!("/v1/users/{member}"),
-            &viewer_token,
-            &json!({"lastName": "X"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
-    let response = app
-        .post_json(
-            "/v1/users",
-            &viewer_token,
-            &json!({"email": "new@example.org", "firstName": "N", "lastName": "U",
+    app.patch_json(
+        &format!("/v1/users/{member}"),
+        &viewer_token,
+        &json!({"lastName": "X"}),
+    )
+    .expect_error(403, "forbidden")
+    .await;
+    app.post_json(
+        "/v1/users",
+        &viewer_token,
+        &json!({"email": "new@example.org", "firstName": "N", "lastName": "U",
                     "organizationId": org, "role": "member"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
-    let response = app
-        .post_json(
-            &format!("/v1/organizations/{org}/members"),
-            &viewer_token,
-            &json!({"userId": viewer, "role": "admin"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
-    let response = app
-        .delete(&format!("/v1/users/{member}"), &viewer_token)
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
+    )
+    .expect_error(403, "forbidden")
+    .await;
+    app.post_json(
+        &format!("/v1/organizations/{org}/members"),
+        &viewer_token,
+        &json!({"userId": viewer, "role": "admin"}),
+    )
+    .expect_error(403, "forbidden")
+    .await;
+    app.delete(&format!("/v1/users/{member}"), &viewer_token)
+        .expect_error(403, "forbidden")
+        .await;
 }
 
 #[tokio::test]
@@ -361,16 +301,14 @@ async fn members_write_their_own_record_only() {
     let (me, my_token) = app.member(&owner, &org, "member").await;
     let (other, _) = app.member(&owner, &org, "member").await;
 
-    let response = app
+    let body = app
         .patch_json(
             &format!("/v1/users/{me}"),
             &my_token,
             &json!({"firstName": "Grace", "designation": null}),
         )
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 200).await;
+        .expect_status(200)
+        .await;
     assert_eq!(body["data"]["firstName"], "Grace");
     assert_eq!(
         body["data"]["lastName"], "Lovelace",
@@ -379,32 +317,23 @@ async fn members_write_their_own_record_only() {
     assert_eq!(body["data"]["designation"], json!(null), "null clears");
 
     // Not someone else's, not their own active flag, not deleting anyone.
-    let response = app
-        .patch_json(
-            &format!("/v1/users/{other}"),
-            &my_token,
-            &json!({"firstName": "X"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
-    let response = app
-        .patch_json(
-            &format!("/v1/users/{me}"),
-            &my_token,
-            &json!({"isActive": false}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
-    let response = app
-        .delete(&format!("/v1/users/{other}"), &my_token)
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
+    app.patch_json(
+        &format!("/v1/users/{other}"),
+        &my_token,
+        &json!({"firstName": "X"}),
+    )
+    .expect_error(403, "forbidden")
+    .await;
+    app.patch_json(
+        &format!("/v1/users/{me}"),
+        &my_token,
+        &json!({"isActive": false}),
+    )
+    .expect_error(403, "forbidden")
+    .await;
+    app.delete(&format!("/v1/users/{other}"), &my_token)
+        .expect_error(403, "forbidden")
+        .await;
 }
 
 #[tokio::test]
@@ -418,16 +347,14 @@ async fn admins_manage_users_but_not_ownership() {
         .create_user(&admin_token, &org, "new@example.org", "viewer")
         .await;
     let user_id = user["id"].as_str().unwrap();
-    let response = app
+    let body = app
         .post_json(
             &format!("/v1/organizations/{org}/members"),
             &admin_token,
             &json!({"userId": user_id, "role": "member"}),
         )
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 201).await;
+        .expect_status(201)
+        .await;
     assert_eq!(body["data"]["role"], "member");
     let response = app
         .patch_json(
@@ -444,34 +371,25 @@ async fn admins_manage_users_but_not_ownership() {
     );
 
     // …but cannot grant ownership, create owners, or touch an owner.
-    let response = app
-        .post_json(
-            &format!("/v1/organizations/{org}/members"),
-            &admin_token,
-            &json!({"userId": user_id, "role": "owner"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
-    let response = app
-        .post_json(
-            "/v1/users",
-            &admin_token,
-            &json!({"email": "boss@example.org", "firstName": "B", "lastName": "O",
+    app.post_json(
+        &format!("/v1/organizations/{org}/members"),
+        &admin_token,
+        &json!({"userId": user_id, "role": "owner"}),
+    )
+    .expect_error(403, "forbidden")
+    .await;
+    app.post_json(
+        "/v1/users",
+        &admin_token,
+        &json!({"email": "boss@example.org", "firstName": "B", "lastName": "O",
                     "organizationId": org, "role": "owner"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
+    )
+    .expect_error(403, "forbidden")
+    .await;
     let (co_owner, _) = app.member(&owner, &org, "owner").await;
-    let response = app
-        .delete(&format!("/v1/users/{co_owner}"), &admin_token)
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
+    app.delete(&format!("/v1/users/{co_owner}"), &admin_token)
+        .expect_error(403, "forbidden")
+        .await;
 
     // Deleting works, and the user is gone.
     let response = app
@@ -480,12 +398,9 @@ async fn admins_manage_users_but_not_ownership() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
-    let response = app
-        .get(&format!("/v1/users/{user_id}"), Some(&owner))
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
+    app.get(&format!("/v1/users/{user_id}"), Some(&owner))
+        .expect_error(404, "not_found")
+        .await;
 }
 
 #[tokio::test]
@@ -498,31 +413,27 @@ async fn founders_and_invited_identities_create_their_own_profile() {
 
     // An identity without a profile can be added as a member…
     let invited = Uuid::new_v4();
-    let response = app
+    let body = app
         .post_json(
             &format!("/v1/organizations/{org_id}/members"),
             &founder_token,
             &json!({"userId": invited, "role": "member"}),
         )
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 201).await;
+        .expect_status(201)
+        .await;
     assert_eq!(body["data"]["userId"], invited.to_string());
 
     // …and the founder creates their own profile under their own id, keeping
     // the owner role the membership already had.
-    let response = app
+    let body = app
         .post_json(
             "/v1/users",
             &founder_token,
             &json!({"id": founder, "email": "founder@example.org", "firstName": "F",
                     "lastName": "Ounder", "organizationId": org_id, "role": "member"}),
         )
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 201).await;
+        .expect_status(201)
+        .await;
     assert_eq!(body["data"]["id"], founder.to_string());
     assert_eq!(
         body["data"]["memberships"],
@@ -530,28 +441,22 @@ async fn founders_and_invited_identities_create_their_own_profile() {
     );
 
     // Nobody but an operator chooses someone else's id.
-    let response = app
-        .post_json(
-            "/v1/users",
-            &founder_token,
-            &json!({"id": invited, "email": "inv@example.org", "firstName": "I",
+    app.post_json(
+        "/v1/users",
+        &founder_token,
+        &json!({"id": invited, "email": "inv@example.org", "firstName": "I",
                     "lastName": "Nvited", "organizationId": org_id, "role": "member"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 403, "forbidden").await;
-    let response = app
-        .post_json(
-            "/v1/users",
-            &app.service_token(),
-            &json!({"id": founder, "email": "other@example.org", "firstName": "O",
+    )
+    .expect_error(403, "forbidden")
+    .await;
+    app.post_json(
+        "/v1/users",
+        &app.service_token(),
+        &json!({"id": founder, "email": "other@example.org", "firstName": "O",
                     "lastName": "Ther", "organizationId": org_id, "role": "member"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 409, "conflict").await;
+    )
+    .expect_error(409, "conflict")
+    .await;
 }
 
 #[tokio::test]
@@ -583,15 +488,12 @@ async fn operators_do_everything() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
-    let response = app
-        .get(
-            &format!("/v1/organizations/{}", Uuid::new_v4()),
-            Some(&service),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_error(response, 404, "not_found").await;
+    app.get(
+        &format!("/v1/organizations/{}", Uuid::new_v4()),
+        Some(&service),
+    )
+    .expect_error(404, "not_found")
+    .await;
 }
 
 #[tokio::test]
@@ -599,38 +501,27 @@ async fn deactivated_users_are_locked_out_until_reactivated() {
     let app = TestApp::spawn().await;
     let (owner, org) = app.owner_with_org("acme").await;
     let (member, member_token) = app.member(&owner, &org, "member").await;
-    let response = app
-        .patch_json(
-            &format!("/v1/users/{member}"),
-            &owner,
-            &json!({"isActive": false}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, 200).await;
-    let response = app
+    app.patch_json(
+        &format!("/v1/users/{member}"),
+        &owner,
+        &json!({"isActive": false}),
+    )
+    .expect_status(200)
+    .await;
+    let error = app
         .get(&format!("/v1/organizations/{org}"), Some(&member_token))
-        .send()
-        .await
-        .unwrap();
-    let error = expect_error(response, 403, "forbidden").await;
+        .expect_error(403, "forbidden")
+        .await;
     assert!(error["message"].as_str().unwrap().contains("deactivated"));
 
-    let response = app
-        .patch_json(
-            &format!("/v1/users/{member}"),
-            &owner,
-            &json!({"isActive": true}),
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, 200).await;
-    let response = app
-        .get(&format!("/v1/organizations/{org}"), Some(&member_token))
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, 200).await;
+    app.patch_json(
+        &format!("/v1/users/{member}"),
+        &owner,
+        &json!({"isActive": true}),
+    )
+    .expect_status(200)
+    .await;
+    app.get(&format!("/v1/organizations/{org}"), Some(&member_token))
+        .expect_status(200)
+        .await;
 }

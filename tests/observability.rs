@@ -3,7 +3,7 @@
 
 use std::{io::Write, process::Stdio};
 
-use boardroom_tests::{TestApp, expect_error, expect_status};
+use boardroom_tests::{SendExpect, TestApp, expect_error, expect_status};
 use serde_json::Value;
 
 #[tokio::test]
@@ -33,12 +33,9 @@ async fn metrics_are_labelled_by_route_template() {
     let app = TestApp::spawn().await;
     let (owner, org) = app.owner_with_org("metrics-org").await;
     let (user, _) = app.member(&owner, &org, "member").await;
-    let response = app
-        .get(&format!("/v1/users/{user}"), Some(&owner))
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, 200).await;
+    app.get(&format!("/v1/users/{user}"), Some(&owner))
+        .expect_status(200)
+        .await;
     let response = app
         .get("/v1/users/not-a-uuid", Some(&owner))
         .send()
@@ -145,14 +142,12 @@ async fn health_reports_each_check() {
 async fn readiness_is_503_when_the_database_is_gone() {
     let app = TestApp::spawn().await;
     app.pool.close().await;
-    let response = app
+    let body = app
         .client
         .get(app.url("/health/ready"))
         .header("x-request-id", "ready-check")
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(response, 503).await;
+        .expect_status(503)
+        .await;
     assert_eq!(body["success"], false);
     assert_eq!(body["data"]["status"], "down");
     assert_eq!(body["data"]["checks"]["database"]["status"], "down");

@@ -199,6 +199,25 @@ fn authorize(request: RequestBuilder, token: Option<&str>) -> RequestBuilder {
     }
 }
 
+/// Sends a request and checks its answer in one step, for the many tests
+/// whose only interest in a response is its status or error envelope.
+pub trait SendExpect {
+    /// Sends the request and does [`expect_status`] on its response.
+    fn expect_status(self, status: u16) -> impl Future<Output = Value>;
+    /// Sends the request and does [`expect_error`] on its response.
+    fn expect_error(self, status: u16, code: &str) -> impl Future<Output = Value>;
+}
+
+impl SendExpect for RequestBuilder {
+    async fn expect_status(self, status: u16) -> Value {
+        expect_status(self.send().await.unwrap(), status).await
+    }
+
+    async fn expect_error(self, status: u16, code: &str) -> Value {
+        expect_error(self.send().await.unwrap(), status, code).await
+    }
+}
+
 /// Asserts the status (printing the body when it differs) and returns the JSON body.
 pub async fn expect_status(response: Response, status: u16) -> Value {
     let actual = response.status().as_u16();
