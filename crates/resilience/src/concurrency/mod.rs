@@ -116,22 +116,19 @@ pub(crate) fn describe() {
 mod tests {
     #[test]
     fn every_series_has_help_text() {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let prometheus = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
-            super::describe();
-            let _layer = super::ConcurrencyLimitLayer::new("help", Default::default());
-        });
-        let text = prometheus.render();
-        for name in [
-            "in_flight",
-            "queued",
-            "limit",
-            "admitted_total",
-            "rejected_total",
-        ] {
-            let help = format!("# HELP resilience_concurrency_{name} ");
-            assert!(text.contains(&help), "no `{help}` in\n{text}");
-        }
+        crate::metrics::assert_help_text(
+            "resilience_concurrency_",
+            &[
+                "in_flight",
+                "queued",
+                "limit",
+                "admitted_total",
+                "rejected_total",
+            ],
+            super::describe,
+            || {
+                let _layer = super::ConcurrencyLimitLayer::new("help", Default::default());
+            },
+        );
     }
 }

@@ -86,3 +86,21 @@ pub(crate) fn describe() {
         "Calls through the metrics layer that have started and not yet ended."
     );
 }
+
+/// Asserts that after `describe` and `build` (which registers a layer's
+/// series) every `{prefix}{name}` series has a `# HELP` line. Shared by the
+/// layers' own unit tests.
+#[cfg(test)]
+pub(crate) fn assert_help_text(prefix: &str, names: &[&str], describe: fn(), build: impl FnOnce()) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        describe();
+        build();
+    });
+    let text = prometheus.render();
+    for name in names {
+        let help = format!("# HELP {prefix}{name} ");
+        assert!(text.contains(&help), "no `{help}` in\n{text}");
+    }
+}

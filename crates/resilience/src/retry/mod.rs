@@ -112,16 +112,13 @@ pub(crate) fn describe() {
 mod tests {
     #[test]
     fn every_series_has_help_text() {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let prometheus = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
-            super::describe();
-            let _layer = super::RetryLayer::new("help", Default::default());
-        });
-        let text = prometheus.render();
-        for name in ["attempts_total", "exhausted_total"] {
-            let help = format!("# HELP resilience_retry_{name} ");
-            assert!(text.contains(&help), "no `{help}` in\n{text}");
-        }
+        crate::metrics::assert_help_text(
+            "resilience_retry_",
+            &["attempts_total", "exhausted_total"],
+            super::describe,
+            || {
+                let _layer = super::RetryLayer::new("help", Default::default());
+            },
+        );
     }
 }
