@@ -16,12 +16,13 @@
 //! assert!(settings.validate().is_ok());
 //! ```
 
-use std::{net::SocketAddr, path::Path, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, str::FromStr, time::Duration};
 
 use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
+use resilience::stack::ServiceConfig;
 use serde::{Deserialize, Serialize};
 
 /// The defaults, embedded so the binary needs no files beside it.
@@ -46,6 +47,11 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Test-only switches.
     pub debug: DebugSettings,
+    /// `[services.<name>]`: the resilience stack of each domain router
+    /// (`users`, `organizations`) and dependency (`database`); see
+    /// [`crate::stacks`]. A name left out gets the defaults.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
 }
 
 /// `[server]`: the HTTP listener.
@@ -178,6 +184,14 @@ pub enum ConfigError {
         /// What is allowed.
         allowed: String,
     },
+    /// A `[services.<name>]` table the resilience layers cannot use.
+    #[error("invalid configuration: `{key}`: {message}")]
+    Service {
+        /// The dotted key, e.g. `services.users.breaker.failure_threshold`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
 }
 
 impl Settings {
@@ -220,8 +234,14 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The `[services.<name>]` table, or the defaults when it is absent.
+    pub fn service(&self, name: &str) -> ServiceConfig {
+        self.services.get(name).cloned().unwrap_or_default()
+    }
+
     /// Checks every range; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::stacks::validate(self)?;
         let s = &self.server;
         check_duration(
             "server.shutdown_grace",
@@ -480,6 +500,49 @@ mod tests {
         let message = settings.validate().unwrap_err().to_string();
         assert!(message.contains("database.max_connections"), "{message}");
         assert!(message.contains("between 1 and 1000"), "{message}");
+    }
+
+    #[test]
+    fn service_tables_are_checked_naming_the_key() {
+        let load = |toml: &str| -> Result<Settings, ConfigError> {
+            let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Toml::string(toml))
+                .extract()
+                .map_err(|e| ConfigError::Load(describe_figment_error(&e)))?;
+            settings.validate()?;
+            Ok(settings)
+        };
+        let settings = load("").expect("defaults");
+        assert_eq!(
+            settings.service("users").timeout,
+            Some(Duration::from_secs(10))
+        );
+        // A service left out of the file gets the layers' defaults.
+        assert!(settings.service("organizations").concurrency.is_some());
+
+        let cases = [
+            (
+                "[services.users.breaker]\nfailure_threshold = 0",
+                "services.users.breaker.failure_threshold",
+            ),
+            (
+                "[services.users]\ntimeout = \"0s\"",
+                "services.users.timeout",
+            ),
+            ("[services.billing]\ntimeout = \"1s\"", "services.billing"),
+            (
+                "[services.users.retry]\nattempts = 3",
+                "services.users.retry",
+            ),
+            (
+                "[services.database.concurrency]\nmax_concurrent = 3",
+                "services.database",
+            ),
+        ];
+        for (toml, key) in cases {
+            let message = load(toml).unwrap_err().to_string();
+            assert!(message.contains(&format!("`{key}`")), "{toml}: {message}");
+        }
     }
 
     #[test]

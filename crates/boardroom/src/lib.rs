@@ -4,7 +4,8 @@
 //! its `router()`, handlers, model and repository; [`auth`] (bearer tokens,
 //! roles), [`ops`] (health, metrics), and the plumbing: [`config`],
 //! [`error`] (the one place errors become HTTP), [`envelope`], [`extract`],
-//! [`middleware`], [`openapi`], [`state`], [`database`], [`telemetry`],
+//! [`middleware`], [`openapi`], [`state`], [`database`], [`stacks`] (the
+//! resilience stack of each domain and dependency), [`telemetry`],
 //! [`startup`] (building and running the app) and [`cli`] (the binary).
 //!
 //! ```
@@ -25,6 +26,7 @@ pub mod openapi;
 pub mod ops;
 pub mod organizations;
 pub mod pagination;
+pub mod stacks;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

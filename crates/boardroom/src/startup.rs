@@ -23,9 +23,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
-    auth::JwtKeys, config::Settings, database, middleware, openapi, ops, organizations,
-    state::AppState, users,
+    auth::JwtKeys,
+    config::Settings,
+    database, middleware, openapi, ops, organizations,
+    stacks::{Database, DomainLayer},
+    state::AppState,
+    users,
 };
+use resilience::registry::Registry;
 
 /// A built application: database ready, listener bound, router assembled.
 pub struct Application {
@@ -51,14 +56,17 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on server.addr {}", settings.server.addr))?;
         let local_addr = listener.local_addr()?;
+        let registry = Registry::new();
+        let db = Database::new(pool, &settings, &registry)?;
         let state = AppState {
-            pool,
+            db,
+            registry,
             jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret).context("auth.jwt_secret")?),
             settings: Arc::new(settings),
             metrics: ops::metrics::recorder(),
             started_at: Instant::now(),
         };
-        let router = app(state.clone());
+        let router = app(state.clone())?;
         Ok(Self {
             listener,
             router,
@@ -74,7 +82,7 @@ impl Application {
 
     /// The database pool.
     pub fn pool(&self) -> &PgPool {
-        &self.state.pool
+        &self.state.db.pool
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight
@@ -108,19 +116,28 @@ impl Application {
                 Ok(())
             }
         };
-        self.state.pool.close().await;
+        self.state.db.pool.close().await;
         tracing::info!("stopped");
         result
     }
 }
 
 /// The whole HTTP application for `state`: every route, the OpenAPI document,
-/// `/docs`, the fallback and the middleware.
-pub fn app(state: AppState) -> Router {
+/// `/docs`, the fallback and the middleware. Each domain router runs inside
+/// its own resilience stack (`[services.<domain>]`), registered in
+/// `state.registry`; that fails only on a duplicate name (building twice
+/// into one registry).
+pub fn app(state: AppState) -> anyhow::Result<Router> {
+    let settings = &state.settings;
+    let registry = &state.registry;
     let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ops::router())
-        .merge(organizations::router())
-        .merge(users::router())
+        .merge(organizations::router().layer(DomainLayer::new(
+            "organizations",
+            settings,
+            registry,
+        )?))
+        .merge(users::router().layer(DomainLayer::new("users", settings, registry)?))
         .routes(routes!(openapi::openapi_json))
         .split_for_parts();
     openapi::finish(&mut api);
@@ -131,5 +148,5 @@ pub fn app(state: AppState) -> Router {
         router = router.merge(ops::debug::router());
     }
     let router = router.fallback(middleware::fallback);
-    middleware::apply(router, &state.settings).with_state(state)
+    Ok(middleware::apply(router, &state.settings).with_state(state))
 }

@@ -5,15 +5,17 @@
 use std::{sync::Arc, time::Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use sqlx::PgPool;
+use resilience::registry::Registry;
 
-use crate::{auth::JwtKeys, config::Settings};
+use crate::{auth::JwtKeys, config::Settings, stacks::Database};
 
 /// Shared application state.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The PostgreSQL pool.
-    pub pool: PgPool,
+    /// The PostgreSQL pool behind the `database` breaker.
+    pub db: Database,
+    /// Every resilience layer's handle, by name (stats, readiness, admin).
+    pub registry: Registry,
     /// The validated settings.
     pub settings: Arc<Settings>,
     /// Token verification keys.

@@ -74,9 +74,13 @@ where
 }
 
 async fn is_deactivated(state: &AppState, user_id: Uuid) -> Result<bool, ApiError> {
-    let active: Option<bool> = sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(&state.pool)
-        .await?;
+    let query = async {
+        let active: Option<bool> = sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&state.db.pool)
+            .await?;
+        Ok(active)
+    };
+    let active = state.db.run(query).await?;
     Ok(active == Some(false))
 }

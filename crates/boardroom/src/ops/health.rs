@@ -65,6 +65,38 @@ pub struct Checks {
     pub pool: PoolCheck,
     /// Process memory.
     pub memory: MemoryCheck,
+    /// The resilience layers of every service and dependency.
+    pub services: ServicesCheck,
+}
+
+/// The breakers and queues of every service (`[services.<name>]`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicesCheck {
+    /// `degraded` while a breaker is open, half-open or forced open, or a
+    /// wait queue is full; never `down` (the service still answers).
+    pub status: Status,
+    /// Each breaker's state by name (`closed`, `open`, `half_open`,
+    /// `forced_open`, `disabled`).
+    pub breakers: std::collections::BTreeMap<String, String>,
+    /// Each concurrency limit by name.
+    pub queues: std::collections::BTreeMap<String, QueueCheck>,
+    /// Why the status is not `ok`, for a human (budget alerts are listed too).
+    pub issues: Vec<String>,
+}
+
+/// One concurrency limit's occupancy.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueCheck {
+    /// Calls running.
+    pub in_flight: usize,
+    /// The current limit.
+    pub limit: usize,
+    /// Calls waiting.
+    pub queued: usize,
+    /// The queue's capacity.
+    pub max_queue: usize,
 }
 
 /// `SELECT 1` against PostgreSQL.
@@ -212,12 +244,18 @@ pub async fn report(state: &AppState) -> HealthReport {
         status: Status::Ok,
         rss_bytes: resident_memory_bytes(),
     };
+    let services = check_services(state);
     HealthReport {
-        status: database.status.max(pool.status).max(memory.status),
+        status: database
+            .status
+            .max(pool.status)
+            .max(memory.status)
+            .max(services.status),
         checks: Checks {
             database,
             pool,
             memory,
+            services,
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started_at.elapsed().as_secs(),
@@ -226,7 +264,7 @@ pub async fn report(state: &AppState) -> HealthReport {
 
 async fn check_database(state: &AppState) -> DatabaseCheck {
     let started = Instant::now();
-    let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
+    let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db.pool);
     match tokio::time::timeout(state.settings.health.timeout, probe).await {
         Ok(Ok(_)) => {
             let elapsed = started.elapsed();
@@ -257,11 +295,44 @@ async fn check_database(state: &AppState) -> DatabaseCheck {
     }
 }
 
+fn check_services(state: &AppState) -> ServicesCheck {
+    let readiness = state.registry.readiness();
+    let snapshot = state.registry.snapshot();
+    ServicesCheck {
+        status: match readiness.status {
+            resilience::registry::Status::Ready => Status::Ok,
+            resilience::registry::Status::Degraded => Status::Degraded,
+        },
+        breakers: snapshot
+            .breakers
+            .into_iter()
+            .map(|b| (b.name, b.state.as_str().to_owned()))
+            .collect(),
+        queues: snapshot
+            .concurrency
+            .into_iter()
+            .map(|c| {
+                let check = QueueCheck {
+                    in_flight: c.in_flight,
+                    limit: c.limit,
+                    queued: c.queued,
+                    max_queue: c.max_queue,
+                };
+                (c.name, check)
+            })
+            .collect(),
+        issues: readiness
+            .issues
+            .into_iter()
+            .map(|issue| format!("{}: {}", issue.name, issue.detail))
+            .collect(),
+    }
+}
+
 fn check_pool(state: &AppState) -> PoolCheck {
-    let size = state.pool.size();
-    let idle = u32::try_from(state.pool.num_idle())
-        .unwrap_or(u32::MAX)
-        .min(size);
+    let pool = &state.db.pool;
+    let size = pool.size();
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
     let max = state.settings.database.max_connections;
     let in_use = size - idle;
     PoolCheck {

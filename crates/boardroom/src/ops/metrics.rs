@@ -29,7 +29,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::state::AppState;
 
@@ -49,8 +49,10 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn recorder() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
+            // Every histogram (HTTP and the resilience layers') gets the same
+            // buckets, so `histogram_quantile` works on all of them.
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(DURATION.to_owned()), BUCKETS)
+                .set_buckets(BUCKETS)
                 .expect("the bucket list is not empty");
             let handle = match builder.install_recorder() {
                 Ok(handle) => handle,
@@ -62,6 +64,7 @@ pub fn recorder() -> PrometheusHandle {
                 }
             };
             describe();
+            resilience::metrics::describe_all();
             handle
         })
         .clone()

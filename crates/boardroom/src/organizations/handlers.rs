@@ -32,7 +32,10 @@ pub async fn create_organization(
     Json(body): Json<NewOrganization>,
 ) -> Result<Response, ApiError> {
     body.validate()?;
-    let organization = repository::create(&state.pool, principal.user_id, &body).await?;
+    let organization = state
+        .db
+        .run(repository::create(&state.db.pool, principal.user_id, &body))
+        .await?;
     tracing::info!(organization_id = %organization.id, owner = %principal.user_id, "organization created");
     Ok(envelope::created(organization))
 }
@@ -52,7 +55,9 @@ pub async fn get_organization(
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
     caller_role(&state, principal, id).await?;
-    let organization = repository::find(&state.pool, id)
+    let organization = state
+        .db
+        .run(repository::find(&state.db.pool, id))
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(envelope::ok(organization))
@@ -81,11 +86,22 @@ pub async fn add_member(
             "only admins and owners of the organization manage its members",
         ));
     }
-    let current = repository::member_role(&state.pool, id, body.user_id).await?;
+    let current = state
+        .db
+        .run(repository::member_role(&state.db.pool, id, body.user_id))
+        .await?;
     if (body.role == Role::Owner || current == Some(Role::Owner)) && role != Role::Owner {
         return Err(ApiError::forbidden("only owners grant or change ownership"));
     }
-    let membership = repository::upsert_member(&state.pool, id, body.user_id, body.role).await?;
+    let membership = state
+        .db
+        .run(repository::upsert_member(
+            &state.db.pool,
+            id,
+            body.user_id,
+            body.role,
+        ))
+        .await?;
     Ok(envelope::created(membership))
 }
 
@@ -106,7 +122,10 @@ pub async fn list_members(
 ) -> Result<Response, ApiError> {
     let page = params.validate()?;
     caller_role(&state, principal, id).await?;
-    let (members, total) = repository::list_members(&state.pool, id, page).await?;
+    let (members, total) = state
+        .db
+        .run(repository::list_members(&state.db.pool, id, page))
+        .await?;
     Ok(envelope::ok(MemberList {
         members,
         pagination: Pagination::new(total, page),

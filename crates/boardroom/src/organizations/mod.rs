@@ -38,12 +38,22 @@ pub async fn caller_role(
     organization_id: Uuid,
 ) -> Result<Role, ApiError> {
     if principal.operator {
-        return match repository::find(&state.pool, organization_id).await? {
+        return match state
+            .db
+            .run(repository::find(&state.db.pool, organization_id))
+            .await?
+        {
             Some(_) => Ok(Role::Owner),
             None => Err(ApiError::not_found("organization")),
         };
     }
-    repository::member_role(&state.pool, organization_id, principal.user_id)
+    state
+        .db
+        .run(repository::member_role(
+            &state.db.pool,
+            organization_id,
+            principal.user_id,
+        ))
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))
 }

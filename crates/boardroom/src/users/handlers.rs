@@ -50,8 +50,18 @@ pub async fn create_user(
     if body.role == Role::Owner && role != Role::Owner {
         return Err(ApiError::forbidden("only owners grant ownership"));
     }
-    let mut user = repository::create(&state.pool, &body).await?;
-    user.memberships = repository::visible_memberships(&state.pool, user.id, None).await?;
+    let mut user = state
+        .db
+        .run(repository::create(&state.db.pool, &body))
+        .await?;
+    user.memberships = state
+        .db
+        .run(repository::visible_memberships(
+            &state.db.pool,
+            user.id,
+            None,
+        ))
+        .await?;
     tracing::info!(user_id = %user.id, organization_id = %body.organization_id, "user created");
     Ok(envelope::created(user))
 }
@@ -103,7 +113,9 @@ pub async fn update_user(
         ));
     }
     body.validate()?;
-    repository::update(&state.pool, id, &body)
+    state
+        .db
+        .run(repository::update(&state.db.pool, id, &body))
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(envelope::ok(load(&state, principal, id).await?))
@@ -128,7 +140,7 @@ pub async fn delete_user(
     if !access.manages {
         return Err(ApiError::forbidden("only admins and owners delete users"));
     }
-    if !repository::delete(&state.pool, id).await? {
+    if !state.db.run(repository::delete(&state.db.pool, id)).await? {
         return Err(ApiError::not_found("user"));
     }
     tracing::info!(user_id = %id, by = %principal.user_id, "user deleted");
@@ -136,10 +148,15 @@ pub async fn delete_user(
 }
 
 async fn load(state: &AppState, principal: Principal, id: Uuid) -> Result<User, ApiError> {
-    let mut user = repository::find(&state.pool, id)
+    let mut user = state
+        .db
+        .run(repository::find(&state.db.pool, id))
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     let viewer = (!principal.operator).then_some(principal.user_id);
-    user.memberships = repository::visible_memberships(&state.pool, id, viewer).await?;
+    user.memberships = state
+        .db
+        .run(repository::visible_memberships(&state.db.pool, id, viewer))
+        .await?;
     Ok(user)
 }

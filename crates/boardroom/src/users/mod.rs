@@ -59,7 +59,14 @@ impl UserAccess {
                 manages: true,
             });
         }
-        let shared = repository::shared_roles(&state.pool, principal.user_id, target).await?;
+        let shared = state
+            .db
+            .run(repository::shared_roles(
+                &state.db.pool,
+                principal.user_id,
+                target,
+            ))
+            .await?;
         if shared.is_empty() && !is_self {
             return Err(ApiError::not_found("user"));
         }
