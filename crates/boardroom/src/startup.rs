@@ -69,7 +69,8 @@ impl Application {
         let registry = Registry::new();
         let db = Database::new(pool, &settings, &registry)?;
         let users = UserCaches::new(settings.service("users").cache, &registry)?;
-        let (activity, activity_writer) = ActivityBuffer::start(db.pool.clone(), &settings.activity);
+        let (activity, activity_writer) =
+            ActivityBuffer::start(db.pool.clone(), &settings.activity);
         let state = AppState {
             db,
             registry,
@@ -132,7 +133,9 @@ impl Application {
             }
         };
         // Requests are done: write the buffered activity, then close the pool.
-        self.activity_writer.shutdown(grace.max(Duration::from_secs(5))).await;
+        self.activity_writer
+            .shutdown(grace.max(Duration::from_secs(5)))
+            .await;
         self.state.db.pool.close().await;
         tracing::info!("stopped");
         result

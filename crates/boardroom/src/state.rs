@@ -7,7 +7,10 @@ use std::{sync::Arc, time::Instant};
 use metrics_exporter_prometheus::PrometheusHandle;
 use resilience::registry::Registry;
 
-use crate::{auth::JwtKeys, config::Settings, stacks::Database,
+use crate::{
+    auth::JwtKeys,
+    config::Settings,
+    stacks::Database,
     users::{activity::ActivityBuffer, cache::UserCaches},
 };
 

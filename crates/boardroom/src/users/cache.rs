@@ -84,7 +84,10 @@ impl UserCaches {
         let state = state.clone();
         self.viewers
             .get_or_load(user_id, &[tag.as_str()], move || async move {
-                let viewer = state.db.run(repository::viewer(&state.db.pool, user_id)).await?;
+                let viewer = state
+                    .db
+                    .run(repository::viewer(&state.db.pool, user_id))
+                    .await?;
                 Ok::<_, ApiError>(Arc::new(viewer))
             })
             .await

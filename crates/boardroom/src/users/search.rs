@@ -317,14 +317,17 @@ impl Search {
                 .push(")"),
             None => sql.push("true"),
         };
-        sql.push(" AS designation_ok FROM memberships m JOIN users u ON u.id = m.user_id WHERE true");
+        sql.push(
+            " AS designation_ok FROM memberships m JOIN users u ON u.id = m.user_id WHERE true",
+        );
         if let Some(viewer) = self.viewer {
             sql.push(" AND m.organization_id IN (SELECT organization_id FROM memberships WHERE user_id = ")
                 .push_bind(viewer)
                 .push(")");
         }
         if let Some(organization) = self.organization_id {
-            sql.push(" AND m.organization_id = ").push_bind(organization);
+            sql.push(" AND m.organization_id = ")
+                .push_bind(organization);
         }
         if let Some(q) = &self.q {
             sql.push(" AND (lower(u.first_name) LIKE ")
@@ -481,7 +484,11 @@ impl Search {
             pagination: Pagination {
                 total,
                 limit: self.limit,
-                offset: if self.cursor.is_some() { 0 } else { self.offset },
+                offset: if self.cursor.is_some() {
+                    0
+                } else {
+                    self.offset
+                },
                 has_more,
                 next_cursor,
             },
