@@ -456,6 +456,25 @@ impl Writer {
                     metrics::gauge!(BUFFERED).set(self.receiver.len() as f64);
                     return;
                 }
+                // Not the database being away but an event it refuses (a
+                // poison event): write the batch one by one, so only the bad
+                // ones are lost, counted and logged — never retried forever.
+                Err(error) if !crate::error::is_unavailable(&error) => {
+                    tracing::warn!(%error, events = batch.len(), "activity batch refused; writing its events one by one");
+                    let mut written = 0u64;
+                    for event in batch.drain(..) {
+                        match insert(&self.pool, std::slice::from_ref(&event)).await {
+                            Ok(()) => written += 1,
+                            Err(error) => {
+                                tracing::error!(%error, user_id = %event.user_id, kind = %event.kind, "activity event refused by the database; dropped");
+                                metrics::counter!(WRITTEN, "outcome" => "lost").increment(1);
+                            }
+                        }
+                    }
+                    self.counters.written.fetch_add(written, Ordering::Relaxed);
+                    metrics::counter!(WRITTEN, "outcome" => "written").increment(written);
+                    return;
+                }
                 Err(error) if final_flush && tries >= 5 => {
                     tracing::error!(%error, lost = batch.len(), "could not write activity before shutdown");
                     metrics::counter!(WRITTEN, "outcome" => "lost").increment(batch.len() as u64);
