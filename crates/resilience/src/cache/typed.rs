@@ -2,11 +2,12 @@
 //! tags, single flight, refresh-ahead, stale-if-error and warm-up.
 //!
 //! How the pieces fit:
-//! - The store is a moka `future::Cache<K, Arc<Entry<V>>>`. moka's own TTL is
+//! - The store is a moka `future::Cache<K, Arc<Entry<V>>>` (foldhash-hashed). moka's own TTL is
 //!   `ttl + stale_if_error` and only reclaims memory; freshness is judged from
-//!   the instants each entry carries (tokio time, so tests can pause the
-//!   clock). An expired entry stays in the store until its stale window ends,
-//!   which is what stale-if-error serves from.
+//!   the times each entry carries, on the cache's clock (tokio time with
+//!   the `test-util` feature, so tests can pause the clock). An expired
+//!   entry stays in the store until its stale window ends, which is what
+//!   stale-if-error serves from.
 //! - The hit path is one moka lookup, one clock read, two counter increments
 //!   and a clone of the value: no allocation, no lock, no tag work.
 //! - A miss joins or starts one *flight* per key. The loader runs in its own
@@ -30,7 +31,6 @@ use futures_util::future::BoxFuture;
 use moka::ops::compute::{CompResult, Op};
 use parking_lot::Mutex;
 use tokio::sync::{RwLock, watch};
-use tokio::time::Instant;
 
 use super::config::{CacheConfig, DEFAULT_MAX_ENTRIES};
 use super::error::LoadError;
@@ -39,6 +39,10 @@ use super::stats::Stats;
 use super::tags::{FillId, Tag, TagIndex, Ticket};
 use crate::BoxError;
 use crate::ConfigError;
+use crate::clock::Clock;
+
+/// The store's key hasher: foldhash, seeded per cache (see the module doc).
+type Hasher = foldhash::fast::RandomState;
 
 /// A typed, tagged, single-flight cache (cheap to clone: an `Arc` inside).
 ///
@@ -138,9 +142,10 @@ pub(crate) struct Entry<V> {
     value: V,
     fill: FillId,
     tags: Box<[Tag]>,
-    fresh_until: Instant,
-    stale_until: Instant,
-    refresh_at: Option<Instant>,
+    /// Nanoseconds of the cache's clock (see [`Inner::clock`]).
+    fresh_until: u64,
+    stale_until: u64,
+    refresh_at: Option<u64>,
     /// Set by the first hit that starts a refresh-ahead: one refresh per entry.
     refreshing: AtomicBool,
 }
@@ -182,7 +187,9 @@ struct Flight<V> {
 struct Inner<K, V> {
     name: Arc<str>,
     config: CacheConfig,
-    store: moka::future::Cache<K, Arc<Entry<V>>>,
+    store: moka::future::Cache<K, Arc<Entry<V>>, Hasher>,
+    /// The time entries are stamped with and judged by.
+    clock: Clock,
     index: Arc<Mutex<TagIndex<K>>>,
     stats: Arc<Stats>,
     flights: Mutex<HashMap<K, Arc<Flight<V>>>>,
@@ -233,17 +240,18 @@ where
                 builder
                     .max_capacity(max_bytes)
                     .weigher(move |key, entry: &Arc<Entry<V>>| weigher(key, &entry.value))
-                    .build()
+                    .build_with_hasher(Hasher::default())
             }
             (max_entries, None) => builder
                 .max_capacity(max_entries.unwrap_or(DEFAULT_MAX_ENTRIES))
-                .build(),
+                .build_with_hasher(Hasher::default()),
         };
         Ok(Cache {
             inner: Arc::new(Inner {
                 name,
                 config,
                 store,
+                clock: Clock::new(),
                 index,
                 stats,
                 flights: Mutex::new(HashMap::new()),
@@ -355,7 +363,7 @@ where
         Fut: Future<Output = Result<Loaded<V>, BoxError>> + Send + 'static,
     {
         if !force && let Some(entry) = self.inner.store.get(&key).await {
-            let now = Instant::now();
+            let now = self.inner.clock.now();
             if now < entry.fresh_until {
                 if let Some(refresh_at) = entry.refresh_at
                     && now >= refresh_at
@@ -470,7 +478,7 @@ where
     async fn stale_value(&self, key: &K) -> Option<V> {
         self.inner.config.stale_if_error?;
         let entry = self.inner.store.get(key).await?;
-        (Instant::now() < entry.stale_until).then(|| entry.value.clone())
+        (self.inner.clock.now() < entry.stale_until).then(|| entry.value.clone())
     }
 
     /// The fresh value for `key`, if any (counted as a hit or a miss).
@@ -480,7 +488,7 @@ where
             .store
             .get(key)
             .await
-            .filter(|entry| Instant::now() < entry.fresh_until);
+            .filter(|entry| self.inner.clock.now() < entry.fresh_until);
         match fresh {
             Some(entry) => {
                 self.inner.stats.hit();
@@ -700,15 +708,19 @@ where
         tags: Box<[Tag]>,
         freshness: Freshness,
     ) -> Arc<Entry<V>> {
-        let now = Instant::now();
+        let now = self.clock.now();
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let fresh_until = now.saturating_add(nanos(freshness.ttl));
         let stale_if_error = self.config.stale_if_error.unwrap_or(Duration::ZERO);
         Arc::new(Entry {
             value,
             fill,
             tags,
-            fresh_until: now + freshness.ttl,
-            stale_until: now + freshness.ttl + stale_if_error,
-            refresh_at: freshness.refresh_after.map(|after| now + after),
+            fresh_until,
+            stale_until: fresh_until.saturating_add(nanos(stale_if_error)),
+            refresh_at: freshness
+                .refresh_after
+                .map(|after| now.saturating_add(nanos(after))),
             refreshing: AtomicBool::new(false),
         })
     }
