@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use metrics_exporter_prometheus::PrometheusHandle;
 use resilience::registry::Registry;
 
-use crate::{auth::JwtKeys, config::Settings, stacks::Database};
+use crate::{auth::JwtKeys, config::Settings, jobs::JobEvents, stacks::Database};
 
 /// Shared application state.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     /// Renders the process-wide Prometheus registry.
     pub metrics: PrometheusHandle,
+    /// Job notifications (progress events, worker wake-ups) of this process.
+    pub jobs: JobEvents,
     /// When this application was built (for uptime).
     pub started_at: Instant,
 }

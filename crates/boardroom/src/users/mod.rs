@@ -1,4 +1,5 @@
-//! Users (board members): `POST /v1/users`, `GET|PATCH|DELETE /v1/users/{id}`.
+//! Users (board members): `POST /v1/users`, `GET|PATCH|DELETE /v1/users/{id}`,
+//! `POST /v1/users/bulk-update` (a job, see [`bulk`]).
 //!
 //! A user is visible to operators, to themself and to members of an
 //! organization they belong to; anyone else gets a `404`. Members change
@@ -10,6 +11,7 @@
 //! assert!(api.paths.paths.contains_key("/v1/users/{id}"));
 //! ```
 
+pub mod bulk;
 pub mod handlers;
 pub mod model;
 pub mod repository;
@@ -27,6 +29,7 @@ use crate::{
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(handlers::create_user))
+        .routes(routes!(bulk::bulk_update))
         .routes(routes!(
             handlers::get_user,
             handlers::update_user,
