@@ -12,7 +12,12 @@
 //! # Ok(()) }
 //! ```
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use axum::{Extension, Router};
@@ -30,7 +35,11 @@ use crate::{
     middleware, openapi, ops, organizations,
     stacks::{Database, DomainLayer},
     state::AppState,
-    users,
+    users::{
+        self,
+        activity::{ActivityBuffer, ActivityWriter},
+        cache::UserCaches,
+    },
 };
 use resilience::registry::Registry;
 
@@ -38,6 +47,7 @@ use resilience::registry::Registry;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    activity_writer: ActivityWriter,
     state: AppState,
     local_addr: SocketAddr,
 }
@@ -60,9 +70,14 @@ impl Application {
         let local_addr = listener.local_addr()?;
         let registry = Registry::new();
         let db = Database::new(pool, &settings, &registry)?;
+        let users = UserCaches::new(settings.service("users").cache, &registry)?;
+        let (activity, activity_writer) =
+            ActivityBuffer::start(db.pool.clone(), &settings.activity);
         let state = AppState {
             db,
             registry,
+            users,
+            activity,
             jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret).context("auth.jwt_secret")?),
             settings: Arc::new(settings),
             metrics: ops::metrics::recorder(),
@@ -73,6 +88,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            activity_writer,
             state,
             local_addr,
         })
@@ -143,7 +159,7 @@ impl Application {
             }
         };
         // Workers finish the batch they are in (one transaction); bounded by the grace.
-        let drained = tokio::time::timeout(grace.max(std::time::Duration::from_secs(1)), async {
+        let drained = tokio::time::timeout(grace.max(Duration::from_secs(1)), async {
             while background.join_next().await.is_some() {}
         })
         .await;
@@ -151,6 +167,10 @@ impl Application {
             tracing::warn!("job workers did not stop in time; abandoning their batches");
             background.abort_all();
         }
+        // Requests are done: write the buffered activity, then close the pool.
+        self.activity_writer
+            .shutdown(grace.max(Duration::from_secs(5)))
+            .await;
         self.state.db.pool.close().await;
         tracing::info!("stopped");
         result

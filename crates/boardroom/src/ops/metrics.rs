@@ -65,6 +65,7 @@ pub fn recorder() -> PrometheusHandle {
             };
             describe();
             resilience::metrics::describe_all();
+            crate::users::activity::describe();
             handle
         })
         .clone()

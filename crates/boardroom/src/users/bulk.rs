@@ -271,7 +271,7 @@ impl JobHandler for BulkUpdateHandler {
 
     fn after_commit<'a>(
         &'a self,
-        _state: &'a AppState,
+        state: &'a AppState,
         job: &'a JobSpec,
         items: &'a [Value],
         outcomes: &'a [ItemOutcome],
@@ -283,10 +283,10 @@ impl JobHandler for BulkUpdateHandler {
                 .filter(|(_, outcome)| outcome.is_ok())
                 .filter_map(|(item, _)| item.as_str().and_then(|id| id.parse().ok()))
                 .collect();
-            // TODO(lead): the profile cache is not on main yet. Once it is:
-            // users::cache::invalidate_users(_state, &changed).await;
-            // (after the commit, as for PATCH; the cache's tag generations keep
-            // a fill that raced the commit from landing as fresh).
+            // As PATCH does: after the commit, before the batch is reported
+            // done to this worker's loop (a fill racing the commit is never
+            // stored as fresh, by the cache's tag generations).
+            state.users.invalidate_users(&changed).await;
             tracing::debug!(job_id = %job.id, changed = changed.len(), "users bulk batch committed");
         })
     }
