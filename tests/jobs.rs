@@ -654,7 +654,7 @@ async fn bench_bulk_update_of_100000_users() {
     )
     .bind(&users)
     .bind(Uuid::new_v4())
-    .bind(None::<Uuid>)
+    .bind(Uuid::new_v4())
     .execute(&app.pool)
     .await
     .unwrap();
