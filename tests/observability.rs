@@ -180,6 +180,9 @@ async fn openapi_lists_every_route_and_docs_load() {
         ("/v1/users/{id}", "get"),
         ("/v1/users/{id}", "patch"),
         ("/v1/users/{id}", "delete"),
+        ("/v1/users/bulk-update", "post"),
+        ("/v1/jobs/{id}", "get"),
+        ("/v1/jobs/{id}/events", "get"),
     ];
     let paths = api["paths"].as_object().unwrap();
     let operations: usize = paths

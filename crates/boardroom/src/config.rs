@@ -49,6 +49,9 @@ pub struct Settings {
     pub debug: DebugSettings,
     /// `[activity]`: the activity buffer.
     pub activity: ActivitySettings,
+    /// `[jobs]`: the background job workers (bulk operations).
+    #[serde(default)]
+    pub jobs: JobsSettings,
     /// `[services.<name>]`: the resilience stack of each domain router
     /// (`users`, `organizations`) and dependency (`database`); see
     /// [`crate::stacks`]. A name left out gets the defaults.
@@ -185,6 +188,107 @@ pub struct ActivitySettings {
 pub struct DebugSettings {
     /// `debug.routes` — mount `GET /_debug/panic` and `GET /_debug/sleep?ms=`. Default `false`.
     pub routes: bool,
+}
+
+/// `[jobs]`: the workers that run bulk jobs (see [`crate::jobs`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSettings {
+    /// `jobs.workers` — worker tasks in this process (0–64; 0 runs none, for an
+    /// API-only instance). Default `2`.
+    pub workers: usize,
+    /// `jobs.lease` — how long a claimed job stays reserved for its worker
+    /// without a committed batch; after a crash the job is taken again once it
+    /// passes. Default `30s`.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// `jobs.poll_interval` — fallback poll when no `NOTIFY` arrives. Default `5s`.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// `jobs.max_attempts` — tries of one batch that fails as a whole (the
+    /// database refusing it) before the job is `failed`. Default `5`.
+    pub max_attempts: u32,
+    /// `jobs.callback_attempts` — deliveries of a job's `callbackUrl` before
+    /// giving up. Default `5`.
+    pub callback_attempts: u32,
+    /// `jobs.callback_backoff` — wait before the second delivery, doubled each
+    /// time (capped at 30 s). Default `1s`.
+    #[serde(with = "duration")]
+    pub callback_backoff: Duration,
+    /// `jobs.callback_timeout` — longest one delivery may take. Default `10s`.
+    #[serde(with = "duration")]
+    pub callback_timeout: Duration,
+    /// `jobs.max_body` — largest body of a bulk request such as
+    /// `POST /v1/users/bulk-update` (100,000 ids are about 4 MB), bytes or
+    /// `"8MiB"`. Default `8MiB`.
+    #[serde(with = "byte_size")]
+    pub max_body: usize,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(5),
+            max_attempts: 5,
+            callback_attempts: 5,
+            callback_backoff: Duration::from_secs(1),
+            callback_timeout: Duration::from_secs(10),
+            max_body: 8 << 20,
+        }
+    }
+}
+
+impl JobsSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers > 64 {
+            return Err(ConfigError::Invalid {
+                key: "jobs.workers",
+                value: self.workers.to_string(),
+                allowed: "must be between 0 and 64".into(),
+            });
+        }
+        check_duration("jobs.lease", self.lease, Duration::from_millis(100), HOUR)?;
+        check_duration(
+            "jobs.poll_interval",
+            self.poll_interval,
+            Duration::from_millis(10),
+            HOUR,
+        )?;
+        check_duration(
+            "jobs.callback_backoff",
+            self.callback_backoff,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )?;
+        check_duration(
+            "jobs.callback_timeout",
+            self.callback_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(300),
+        )?;
+        for (key, value) in [
+            ("jobs.max_attempts", self.max_attempts),
+            ("jobs.callback_attempts", self.callback_attempts),
+        ] {
+            if !(1..=100).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: value.to_string(),
+                    allowed: "must be between 1 and 100".into(),
+                });
+            }
+        }
+        if !(1..=GIB).contains(&self.max_body) {
+            return Err(ConfigError::Invalid {
+                key: "jobs.max_body",
+                value: self.max_body.to_string(),
+                allowed: "must be between 1 byte and 1GiB".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A configuration that cannot be used; the message is one line naming the key.
@@ -365,6 +469,7 @@ impl Settings {
             Duration::ZERO,
             Duration::from_secs(60),
         )?;
+        self.jobs.validate()?;
         Ok(())
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Layout: one folder per domain ([`organizations`], [`users`]), each owning
 //! its `router()`, handlers, model and repository; [`auth`] (bearer tokens,
-//! roles), [`ops`] (health, metrics), and the plumbing: [`config`],
+//! roles), [`ops`] (health, metrics), [`jobs`] (durable bulk jobs shared by
+//! the domains), and the plumbing: [`config`],
 //! [`error`] (the one place errors become HTTP), [`envelope`], [`extract`],
 //! [`middleware`], [`openapi`], [`state`], [`database`], [`stacks`] (the
 //! resilience stack of each domain and dependency), [`telemetry`],
@@ -21,6 +22,7 @@ pub mod database;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;

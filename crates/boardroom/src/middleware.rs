@@ -59,8 +59,12 @@ pub fn apply(router: Router<AppState>, settings: &Settings) -> Router<AppState> 
                 settings.server.request_timeout,
                 request_timeout,
             ))
-            // Bodies over server.body_limit are refused by Content-Length up front…
-            .layer(RequestBodyLimitLayer::new(settings.server.body_limit))
+            // Bodies over the largest limit any route accepts are refused by
+            // Content-Length up front (bulk routes take up to jobs.max_body and
+            // read their body themselves)…
+            .layer(RequestBodyLimitLayer::new(
+                settings.server.body_limit.max(settings.jobs.max_body),
+            ))
             // …and while streaming, by the extractors.
             .layer(DefaultBodyLimit::max(settings.server.body_limit)),
     )

@@ -52,6 +52,7 @@ use crate::envelope::{ErrorBody, ErrorEnvelope};
         (name = "operations", description = "Health probes, metrics and this document (no auth)"),
         (name = "organizations", description = "Organizations and memberships"),
         (name = "users", description = "Users (board members)"),
+        (name = "jobs", description = "Bulk jobs: progress, errors and a live event stream"),
     )
 )]
 pub struct ApiDoc;

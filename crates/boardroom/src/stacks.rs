@@ -58,7 +58,7 @@ use crate::{
 };
 
 /// The domain routers that run inside a stack of their own.
-pub const DOMAINS: &[&str] = &["organizations", "users"];
+pub const DOMAINS: &[&str] = &["organizations", "users", "jobs"];
 
 /// The dependency stacks (only their `breaker` section is used).
 pub const DEPENDENCIES: &[&str] = &["database"];

@@ -30,7 +30,9 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::{
     auth::JwtKeys,
     config::Settings,
-    database, middleware, openapi, ops, organizations,
+    database,
+    jobs::{self, Handlers, JobEvents},
+    middleware, openapi, ops, organizations,
     stacks::{Database, DomainLayer},
     state::AppState,
     users::{
@@ -79,6 +81,7 @@ impl Application {
             jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret).context("auth.jwt_secret")?),
             settings: Arc::new(settings),
             metrics: ops::metrics::recorder(),
+            jobs: JobEvents::new(),
             started_at: Instant::now(),
         };
         let router = app(state.clone())?;
@@ -101,16 +104,39 @@ impl Application {
         &self.state.db.pool
     }
 
+    /// The job handlers of every domain, by kind.
+    pub fn job_handlers() -> Handlers {
+        Handlers::new().with(users::bulk::BulkUpdateHandler)
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight
     /// requests finish within `server.shutdown_grace`, and closes the pool.
+    /// The job workers and their `LISTEN` connection run alongside; on
+    /// shutdown each worker finishes its current batch and gives its job back.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = self.state.settings.server.shutdown_grace;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Owned by this future: dropping it (an aborted test server) ends them too.
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(
+            self.state
+                .jobs
+                .clone()
+                .listen(self.state.settings.database.url.clone(), stop_rx.clone()),
+        );
+        jobs::worker::spawn(
+            &self.state,
+            &Self::job_handlers(),
+            &stop_rx,
+            &mut background,
+        );
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
+            let _ = stop_tx.send(true);
             tracing::info!(
                 grace = %humantime::format_duration(grace),
                 "shutting down: no new connections; waiting for in-flight requests"
@@ -132,6 +158,15 @@ impl Application {
                 Ok(())
             }
         };
+        // Workers finish the batch they are in (one transaction); bounded by the grace.
+        let drained = tokio::time::timeout(grace.max(Duration::from_secs(1)), async {
+            while background.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("job workers did not stop in time; abandoning their batches");
+            background.abort_all();
+        }
         // Requests are done: write the buffered activity, then close the pool.
         self.activity_writer
             .shutdown(grace.max(Duration::from_secs(5)))
@@ -158,6 +193,7 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
             registry,
         )?))
         .merge(users::router().layer(DomainLayer::new("users", settings, registry)?))
+        .merge(jobs::router().layer(DomainLayer::new("jobs", settings, registry)?))
         .routes(routes!(openapi::openapi_json))
         .split_for_parts();
     openapi::finish(&mut api);

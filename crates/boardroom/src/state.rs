@@ -10,6 +10,7 @@ use resilience::registry::Registry;
 use crate::{
     auth::JwtKeys,
     config::Settings,
+    jobs::JobEvents,
     stacks::Database,
     users::{activity::ActivityBuffer, cache::UserCaches},
 };
@@ -31,6 +32,8 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     /// Renders the process-wide Prometheus registry.
     pub metrics: PrometheusHandle,
+    /// Job notifications (progress events, worker wake-ups) of this process.
+    pub jobs: JobEvents,
     /// When this application was built (for uptime).
     pub started_at: Instant,
 }

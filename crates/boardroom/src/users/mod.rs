@@ -1,6 +1,7 @@
 //! Users (board members): `POST /v1/users`, `GET /v1/users` (search with
 //! facets, [`search`]), `GET|PATCH|DELETE /v1/users/{id}` (profiles served
-//! from [`cache`]), `POST|GET /v1/users/{id}/activity` ([`activity`]).
+//! from [`cache`]), `POST|GET /v1/users/{id}/activity` ([`activity`]),
+//! `POST /v1/users/bulk-update` (a job, see [`bulk`]).
 //!
 //! A user is visible to operators, to themself and to members of an
 //! organization they belong to; anyone else gets a `404`. Members change
@@ -13,6 +14,7 @@
 //! ```
 
 pub mod activity;
+pub mod bulk;
 pub mod cache;
 pub mod handlers;
 pub mod model;
@@ -32,6 +34,7 @@ use crate::{
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(handlers::create_user, handlers::search_users))
+        .routes(routes!(bulk::bulk_update))
         .routes(routes!(
             handlers::get_user,
             handlers::update_user,
