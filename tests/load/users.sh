@@ -91,10 +91,12 @@ for tool in curl psql taskset cargo; do
 done
 if (( $(nproc) < 2 )); then
     log "fewer than 2 CPUs: not pinning"
-    pin_server() { "$@"; }
+    SERVER_PIN=()
     WRK_PIN=()
 else
-    pin_server() { taskset -c "$SERVER_CPUS" "$@"; }
+    # Arrays, not functions: a backgrounded simple command is exec'd, so `$!`
+    # is the server's own pid (taskset execs it too) and killing it stops it.
+    SERVER_PIN=(taskset -c "$SERVER_CPUS")
     WRK_PIN=(taskset -c "$WRK_CPUS")
 fi
 
@@ -126,7 +128,7 @@ psql "$PG_URL/postgres" -qAtc "DROP DATABASE IF EXISTS $LOAD_DB WITH (FORCE)" >/
 psql "$PG_URL/postgres" -qAtc "CREATE DATABASE $LOAD_DB" >/dev/null
 
 SERVICE_PORT=$(free_port)
-BOARDROOM__SERVER__ADDR="127.0.0.1:$SERVICE_PORT" pin_server "$BIN/boardroom" serve >"$WORK/boardroom.log" 2>&1 &
+BOARDROOM__SERVER__ADDR="127.0.0.1:$SERVICE_PORT" "${SERVER_PIN[@]}" "$BIN/boardroom" serve >"$WORK/boardroom.log" 2>&1 &
 PIDS+=($!); SERVICE_PID=$!
 wait_http "http://127.0.0.1:$SERVICE_PORT/health/ready" "$SERVICE_PID" boardroom
 
@@ -171,11 +173,11 @@ QUERY="organizationId=$ORG&role=member&isActive=true"
 
 # --- baselines -----------------------------------------------------------
 HELLO_PORT=$(free_port)
-pin_server "$BIN/hello" "127.0.0.1:$HELLO_PORT" >"$WORK/hello.log" 2>&1 &
+"${SERVER_PIN[@]}" "$BIN/hello" "127.0.0.1:$HELLO_PORT" >"$WORK/hello.log" 2>&1 &
 PIDS+=($!); wait_http "http://127.0.0.1:$HELLO_PORT/" "$!" hello
 
 PLAIN_PORT=$(free_port)
-pin_server "$BIN/plain-search" "127.0.0.1:$PLAIN_PORT" >"$WORK/plain-search.log" 2>&1 &
+"${SERVER_PIN[@]}" "$BIN/plain-search" "127.0.0.1:$PLAIN_PORT" >"$WORK/plain-search.log" 2>&1 &
 PIDS+=($!); wait_http "http://127.0.0.1:$PLAIN_PORT/v1/users?$QUERY" "$!" plain-search -H "x-viewer-id: $VIEWER"
 
 HELLO_URL="http://127.0.0.1:$HELLO_PORT/"
@@ -238,7 +240,7 @@ function median(a, n,   i, j, t) {
     n++
     run[n] = $1; hr[n] = $2; ur[n] = $3; up99[n] = $4; sr[n] = $5; sp50[n] = $6; sp99[n] = $7
     pr[n] = $8; pp50[n] = $9; pp99[n] = $10; err[n] = $11
-    ratio_u[n] = $3 / $2; ratio_s[n] = $5 / $8
+    ratio_u[n] = ($2 > 0) ? $3 / $2 : 0; ratio_s[n] = ($8 > 0) ? $5 / $8 : 0
 }
 END {
     printf "\nUsers HTTP benchmarks: wrk -t%s, %s per target; -c64 hello/user, -c32 search; pool %s\n", threads, dur, pool
@@ -251,5 +253,5 @@ END {
     mu = median(a3, n); ms = median(a11, n); mp99 = median(a7, n)
     printf "| median | %.0f | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f | %.2f | |\n", median(a1, n), median(a2, n), mu, median(a4, n), median(a5, n), median(a6, n), mp99, median(a8, n), median(a9, n), median(a10, n), ms
     printf "\ntargets (medians): user/hello %.2f (>= 0.5: %s), search p99 %.2f ms (<= 20 ms: %s), search/plain %.2f (>= 0.9: %s)\n", \
-        mu, (mu >= 0.5 ? "met" : "NOT met"), mp99, (mp99 <= 20 ? "met" : "NOT met"), ms, (ms >= 0.9 ? "met" : "NOT met")
+        mu, (mu >= 0.5 ? "met" : "NOT met"), mp99, (mp99 <= 20 && median(a5, n) > 0 ? "met" : "NOT met"), ms, (ms >= 0.9 ? "met" : "NOT met")
 }'
