@@ -169,8 +169,15 @@ where
     });
 }
 
-/// What one clock read costs here (the breaker reads it once per closed call).
+/// What one clock read costs here. The breaker reads the time-stamp counter
+/// through quanta once per closed call (resilience's clock); the OS clock
+/// rows are what it read before.
 fn clock(c: &mut Criterion) {
+    let counter = quanta::Clock::new();
+    let origin = counter.raw();
+    c.bench_function("breaker/clock/quanta_counter_nanos", |b| {
+        b.iter(|| counter.delta_as_nanos(origin, counter.raw()))
+    });
     c.bench_function("breaker/clock/std_instant_now", |b| b.iter(Instant::now));
     c.bench_function("breaker/clock/tokio_instant_now", |b| {
         b.iter(tokio::time::Instant::now)

@@ -12,7 +12,10 @@
 //! ```
 //!
 //! Instructions per call = (refs at 200000 − refs at 100000) / 100000, which
-//! cancels the start-up cost. Modes: `bare`, `ours`, `peer`.
+//! cancels the start-up cost. Modes: `bare`, `ours`, `peer` (the breaker);
+//! `stack`, `stack-prometheus` (the stack bench's `ServiceStack`, without and
+//! with the Prometheus recorder), `metrics-prometheus` (the metrics layer
+//! alone); `cache`, `moka-sync`, `moka-future` (one hot key).
 //!
 //! CPU time per call, which other processes on the machine inflate far less
 //! than wall-clock time: `perf stat -e task-clock breaker_calls ours 10000000`
@@ -27,6 +30,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use resilience::breaker::{BreakerConfig, BreakerLayer};
+use resilience::metrics::{MetricsConfig, MetricsLayer};
+use resilience::registry::Registry;
+use resilience::stack::{ServiceConfig, ServiceStack};
 use tower::{Layer, Service, ServiceExt};
 use tower_resilience::circuitbreaker::{CircuitBreakerLayer, SlidingWindowType};
 
@@ -100,6 +106,98 @@ where
     });
 }
 
+/// The stack bench's config (`benches/stack.rs`): metrics → breaker →
+/// concurrency → timeout → retry, with a budget.
+fn stack() -> ServiceStack {
+    let config: ServiceConfig = toml::from_str(
+        r#"
+timeout = "5s"
+[breaker]
+failure_threshold = 5
+[concurrency]
+max_concurrent = 1024
+max_queue = 1024
+queue_timeout = "1s"
+[retry]
+attempts = 3
+[budget]
+p95 = "100ms"
+error_rate = 0.05
+"#,
+    )
+    .unwrap();
+    ServiceStack::new("calls", &config, &Registry::new()).unwrap()
+}
+
+/// Installs the Prometheus recorder globally, as the service runs.
+fn install_prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).unwrap();
+    resilience::metrics::describe_all();
+    handle
+}
+
+const TTL: Duration = Duration::from_secs(60);
+
+/// Hits of one hot key through `Cache::get_or_load` (as `benches/cache.rs`).
+fn cache_hits(calls: u64) {
+    use resilience::cache::{Cache, CacheConfig};
+    let config = CacheConfig {
+        ttl: TTL,
+        max_entries: Some(10_000),
+        ..CacheConfig::default()
+    };
+    let cache: Cache<u64, std::sync::Arc<String>> = Cache::new("calls", config).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for _ in 0..calls {
+            let value = cache
+                .get_or_load(42, &[], || async {
+                    Ok::<_, Infallible>(std::sync::Arc::new("value".to_string()))
+                })
+                .await
+                .unwrap();
+            black_box(value);
+        }
+    });
+}
+
+/// moka's sync `get` of one hot key: a floor for the cache hit.
+fn moka_sync_hits(calls: u64) {
+    let cache = moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(TTL)
+        .build();
+    cache.insert(42u64, std::sync::Arc::new("value".to_string()));
+    for _ in 0..calls {
+        black_box(cache.get(&42));
+    }
+}
+
+/// moka's async `get` of one hot key: the other floor.
+fn moka_future_hits(calls: u64) {
+    let cache = moka::future::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(TTL)
+        .build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        cache
+            .insert(42u64, std::sync::Arc::new("value".to_string()))
+            .await;
+        for _ in 0..calls {
+            black_box(cache.get(&42).await);
+        }
+    });
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "ours".into());
@@ -135,6 +233,30 @@ fn main() {
                 .unwrap();
             run(layer.layer(Noop), calls);
         }
-        other => panic!("unknown mode {other}: bare, ours or peer"),
+        "stack" => run(stack().layer(Noop), calls),
+        "sizes" => {
+            fn size_of_future<S: Service<u64>>(_: &S) -> usize {
+                std::mem::size_of::<S::Future>()
+            }
+            let service = stack().layer(Noop);
+            println!("stack future: {} bytes", size_of_future(&service));
+            println!("sleep: {} bytes", std::mem::size_of::<tokio::time::Sleep>());
+        }
+        "stack-prometheus" => {
+            let _prometheus = install_prometheus();
+            run(stack().layer(Noop), calls);
+        }
+        "metrics-prometheus" => {
+            let _prometheus = install_prometheus();
+            let layer = MetricsLayer::new("calls", MetricsConfig::default()).unwrap();
+            run(layer.layer(Noop), calls);
+        }
+        "cache" => cache_hits(calls),
+        "moka-sync" => moka_sync_hits(calls),
+        "moka-future" => moka_future_hits(calls),
+        other => panic!(
+            "unknown mode {other}: bare, ours, peer, stack, stack-prometheus, \
+             metrics-prometheus, cache, moka-sync or moka-future"
+        ),
     }
 }

@@ -172,8 +172,20 @@ fn single_task(c: &mut Criterion) {
         b.iter(|| black_box(sync_floor.get(&KEY)))
     });
 
-    // The hit path reads tokio's clock once. This package is built without
-    // tokio's `test-util` (as production is), so this is the OS clock read.
+    // What our store is: moka's sync cache hashing keys with foldhash.
+    let foldhash_floor: moka::sync::Cache<u64, Value, foldhash::fast::RandomState> =
+        moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(TTL)
+            .build_with_hasher(foldhash::fast::RandomState::default());
+    foldhash_floor.insert(KEY, value());
+    group.bench_function("moka sync get, foldhash (floor)", |b| {
+        b.iter(|| black_box(foldhash_floor.get(&KEY)))
+    });
+
+    // The OS clock read, for scale. The hit path itself reads the
+    // time-stamp counter once (resilience's clock; this package is built
+    // without `test-util`, as production is).
     group.bench_function("tokio Instant::now", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {

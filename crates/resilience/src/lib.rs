@@ -9,12 +9,23 @@
 //! does) and every copy shares one state. [`stack`] composes the layers for
 //! a named service from one config value; [`registry`] holds every named
 //! handle for stats, health and admin actions.
+//!
+//! # Time, and the `test-util` feature
+//!
+//! On their hot paths (a breaker's window, a measured call's duration, a
+//! cache entry's freshness) the layers read the CPU's time-stamp counter, a
+//! few times cheaper than `Instant::now()`. Tests that pause tokio's clock
+//! (`tokio::time::pause`, `#[tokio::test(start_paused = true)]`) must enable
+//! this crate's `test-util` feature (it turns on tokio's too): the layers
+//! then read tokio's clock and follow `advance`. Retry backoff, queue and
+//! call timeouts always use tokio's timers.
 #![forbid(unsafe_code)]
 
 pub mod breaker;
 pub mod budget;
 pub mod cache;
 pub mod classify;
+mod clock;
 pub mod concurrency;
 mod config;
 pub mod metrics;

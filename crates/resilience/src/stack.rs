@@ -514,7 +514,9 @@ where
 /// The timer starts at the first poll that returns `Pending`, not in
 /// `call`: work done synchronously before the call first waits cannot be
 /// interrupted anyway, and a call that answers at once never touches the
-/// clock or the timer wheel.
+/// clock or the timer wheel. The timer is boxed when it starts: a tokio
+/// `Sleep` is 112 bytes, and kept inline it would be copied with the
+/// future through every layer above on every call, waiting or not.
 #[derive(Clone, Debug)]
 pub struct Deadline<S> {
     inner: S,
@@ -549,8 +551,7 @@ pin_project! {
     pub struct DeadlineFuture<F> {
         #[pin]
         inner: F,
-        #[pin]
-        sleep: Option<Sleep>,
+        sleep: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
     }
 }
@@ -563,19 +564,15 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep(*this.timeout)));
-        }
-        match this.sleep.as_pin_mut() {
-            Some(sleep) => {
-                ready!(sleep.poll(cx));
-                Poll::Ready(Err(Elapsed::new().into()))
-            }
-            None => Poll::Pending,
-        }
+        let timeout = *this.timeout;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(Elapsed::new().into()))
     }
 }

@@ -8,7 +8,6 @@
 //! change happens under the `control` mutex, which is never held across an
 //! await and never taken by a call in the closed state or a rejection.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use tokio::time::Instant;
 
 use super::config::BreakerConfig;
 use super::window::{BUCKETS, Counts, Ticks, Window};
+use crate::clock::Clock;
 
 /// Where a breaker stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -144,12 +144,10 @@ struct Control {
 /// from the read-mostly fields every call reads.
 #[repr(align(64))]
 pub(crate) struct Shared {
-    /// This breaker's number, unique in the process (see [`NEXT_ID`]).
-    id: u64,
     name: Arc<str>,
-    origin: Instant,
+    /// Every time below is nanoseconds of this clock.
+    clock: Clock,
     ticks: Ticks,
-    tick_nanos: u64,
     failure_threshold: u64,
     failure_rate_threshold: Option<f64>,
     minimum_throughput: u64,
@@ -172,25 +170,6 @@ pub(crate) struct Shared {
     control: Mutex<Control>,
     events: broadcast::Sender<Transition>,
     metrics: BreakerMetrics,
-}
-
-/// Numbers breakers for the per-thread tick cache. Never reused (2⁶⁴ builds
-/// do not happen), unlike a freed state's address: an entry left behind by a
-/// dropped breaker can never be taken for a later one's.
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
-/// The bounds of the tick a thread last saw for one breaker.
-#[derive(Clone, Copy)]
-struct CachedTick {
-    /// The breaker's [`id`](Shared::id).
-    breaker: u64,
-    tick: u64,
-    start: Instant,
-    end: Instant,
-}
-
-thread_local! {
-    static TICK_CACHE: [Cell<Option<CachedTick>>; 4] = const { [const { Cell::new(None) }; 4] };
 }
 
 #[inline]
@@ -237,10 +216,8 @@ impl Shared {
         // At least 1 ms once validated; `Ticks` needs 2.
         let tick_nanos = (nanos(config.monitoring_period) / BUCKETS).max(2);
         Self {
-            id: NEXT_ID.fetch_add(1, Relaxed),
-            origin: Instant::now(),
+            clock: Clock::new(),
             ticks: Ticks::new(tick_nanos),
-            tick_nanos,
             failure_threshold: u64::from(config.failure_threshold),
             failure_rate_threshold: config.failure_rate_threshold,
             minimum_throughput: u64::from(config.minimum_throughput),
@@ -282,19 +259,14 @@ impl Shared {
         self.events.subscribe()
     }
 
-    /// Nanoseconds since the origin, from tokio's (pausable) clock.
+    /// Nanoseconds since the breaker was built (see [`crate::clock`]).
     #[inline]
     fn now_nanos(&self) -> u64 {
-        self.nanos_at(Instant::now())
-    }
-
-    #[inline]
-    fn nanos_at(&self, at: Instant) -> u64 {
-        nanos(at.saturating_duration_since(self.origin))
+        self.clock.now()
     }
 
     fn instant_of(&self, at: u64) -> Instant {
-        self.origin + Duration::from_nanos(at)
+        self.clock.instant_at(at)
     }
 
     // ---- admission -------------------------------------------------------
@@ -400,8 +372,9 @@ impl Shared {
     /// Reports the outcome of an admitted call.
     ///
     /// Inline: a closed call that leaves the window without anything bad in
-    /// it costs one clock read, two comparisons with this thread's cached
-    /// bucket bounds and one counter increment.
+    /// it costs one clock read (the time-stamp counter, see
+    /// [`crate::clock`]), a multiply to find its bucket and one counter
+    /// increment.
     #[inline]
     pub(crate) fn complete(&self, permit: Permit, failure: bool) {
         if failure {
@@ -414,17 +387,17 @@ impl Shared {
             // says nothing about the current one.
             return;
         }
-        let now = Instant::now();
+        let now = self.now_nanos();
         if permit.is_probe() || self.slow_call_nanos.is_some() {
-            self.complete_timed(permit, failure, self.nanos_at(now));
+            self.complete_timed(permit, failure, now);
             return;
         }
-        let tick = self.tick_at(now);
+        let tick = self.ticks.of(now);
         self.window.record(tick, failure, false);
         // A success can only complete the rule when the window already holds
         // something bad (it may lift the throughput over the minimum).
         if failure || self.window.holds_bad(tick) {
-            self.check_rule(permit.word, tick, self.nanos_at(now));
+            self.check_rule(permit.word, tick, now);
         }
     }
 
@@ -445,49 +418,6 @@ impl Shared {
         if failure || slow || self.window.holds_bad(tick) {
             self.check_rule(permit.word, tick, now);
         }
-    }
-
-    /// The tick holding `now`. Converting an `Instant` to nanoseconds since
-    /// the origin costs a call into std and a few branches (about 10 ns, a
-    /// sixth of the closed path); instead each thread remembers the bounds
-    /// of the tick it last saw per breaker (four slots, by breaker id), and
-    /// a call inside them costs two comparisons. Exact: `start ≤ now < end`
-    /// with `start = origin + tick·d`, `end = start + d` is the definition
-    /// of `tick`. Entries are keyed by the breaker's process-unique
-    /// [`id`](Self::id), not its address, which a later breaker may get
-    /// once this one is dropped: a stale entry is never matched.
-    #[inline]
-    fn tick_at(&self, now: Instant) -> u64 {
-        let key = self.id;
-        TICK_CACHE.with(|slots| {
-            let slot = &slots[(key % slots.len() as u64) as usize];
-            if let Some(cached) = slot.get()
-                && cached.breaker == key
-                && cached.start <= now
-                && now < cached.end
-            {
-                return cached.tick;
-            }
-            self.tick_at_slow(now, slot)
-        })
-    }
-
-    #[inline(never)]
-    fn tick_at_slow(&self, now: Instant, slot: &Cell<Option<CachedTick>>) -> u64 {
-        let tick = self.ticks.of(self.nanos_at(now));
-        let at = |tick: u64| {
-            tick.checked_mul(self.tick_nanos)
-                .and_then(|n| self.origin.checked_add(Duration::from_nanos(n)))
-        };
-        if let (Some(start), Some(end)) = (at(tick), at(tick + 1)) {
-            slot.set(Some(CachedTick {
-                breaker: self.id,
-                tick,
-                start,
-                end,
-            }));
-        }
-        tick
     }
 
     /// Opens the breaker if the window now meets the opening rule.
@@ -695,8 +625,9 @@ mod tests {
     }
 
     /// A breaker dropped and another built in the very same memory (what an
-    /// allocator may well do): this thread's cached bounds of the old one's
-    /// bucket must not be used for the new one.
+    /// allocator may well do) starts from its own clock and empty buckets:
+    /// nothing of the old one's window (or of any per-thread state keyed by
+    /// address) carries over.
     #[tokio::test(start_paused = true)]
     async fn a_state_built_where_a_dropped_one_was_gets_its_own_buckets() {
         let mut state = Arc::new(Shared::new(
@@ -704,7 +635,7 @@ mod tests {
             &config(Duration::from_secs(100)),
         ));
         advance(Duration::from_secs(25)).await;
-        succeed(&state); // its tick 2 of 10 s: bounds [20 s, 30 s) cached here
+        succeed(&state); // its tick 2 of 10 s: [20 s, 30 s)
         let address = Arc::as_ptr(&state);
 
         // Drops the old state in place; 1 s buckets from 25 s on.

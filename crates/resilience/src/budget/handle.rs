@@ -249,7 +249,7 @@ impl BudgetHandle {
     /// Evaluates the budget now, whatever the traffic (a periodic task, or
     /// reading `/admin/alerts`, calls this so alerts clear once calls stop).
     pub fn evaluate(&self) {
-        let at = self.operation.window.offset(Instant::now());
+        let at = self.operation.window.now();
         self.state.evaluate(&self.operation, at);
     }
 
@@ -268,7 +268,7 @@ impl BudgetHandle {
         let summary = self
             .operation
             .window
-            .summary(self.operation.window.offset(Instant::now()), window);
+            .summary(self.operation.window.now(), window);
         BudgetSnapshot {
             name: self.name().to_owned(),
             window,

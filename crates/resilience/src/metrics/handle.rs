@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use serde::Serialize;
-use tokio::time::Instant;
 
 use super::window::Window;
 use crate::budget::BudgetState;
@@ -86,8 +85,8 @@ impl Anchor {
     pub(crate) fn begin(&self) -> CallGuard {
         self.operation.in_flight_gauge.increment(1.0);
         CallGuard {
+            start: self.operation.window.now(),
             operation: Arc::clone(&self.operation),
-            start: Instant::now(),
             finished: false,
         }
     }
@@ -102,7 +101,8 @@ impl Anchor {
 /// went away) still lowers the in-flight count, and counts a cancellation.
 pub(crate) struct CallGuard {
     operation: Arc<Operation>,
-    start: Instant,
+    /// When the call began, on the operation's window clock.
+    start: u64,
     finished: bool,
 }
 
@@ -111,9 +111,8 @@ impl CallGuard {
     pub(crate) fn finish(mut self, failure: bool) {
         self.finished = true;
         let operation = &*self.operation;
-        let end = Instant::now();
-        let elapsed = end.saturating_duration_since(self.start);
-        let at = operation.window.offset(end);
+        let at = operation.window.now();
+        let elapsed = Duration::from_nanos(at.saturating_sub(self.start));
         operation.window.record(at, elapsed, failure);
         operation.duration.record(elapsed.as_secs_f64());
         if failure {
@@ -167,9 +166,7 @@ impl OperationHandle {
     pub fn snapshot(&self) -> OperationSnapshot {
         let operation: &Operation = &self.operation;
         let window = operation.window.span();
-        let summary = operation
-            .window
-            .summary(operation.window.offset(Instant::now()), window);
+        let summary = operation.window.summary(operation.window.now(), window);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         OperationSnapshot {
             name: operation.name.to_string(),

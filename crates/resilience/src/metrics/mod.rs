@@ -15,7 +15,8 @@
 //! The metric handles are taken from the recorder installed when the layer is
 //! *built*, so install the recorder (for example
 //! `metrics_exporter_prometheus::PrometheusBuilder`) first. A call costs two
-//! clock reads and a few relaxed atomic adds: no lock, no allocation.
+//! clock reads (the time-stamp counter, see the crate's `clock` module) and a
+//! few relaxed atomic adds: no lock, no allocation.
 //!
 //! [`describe_all`] gives every metric of this crate its `# HELP` text.
 //!

@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::time::Instant;
+
+use crate::clock::Clock;
 
 /// Number of time slots a window is divided into (the ring holds one more:
 /// the slot being filled now).
@@ -109,7 +110,8 @@ pub(crate) struct Window {
     slot_reciprocal: u128,
     slots: Box<[Slot]>,
     rotation: Mutex<()>,
-    origin: Instant,
+    /// The window's time: nanoseconds since it was created.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Window {
@@ -130,7 +132,7 @@ impl Window {
             slot_reciprocal: (1u128 << 64).div_ceil(u128::from(slot_nanos)),
             slots: (0..=SLOTS).map(|_| Slot::new()).collect(),
             rotation: Mutex::new(()),
-            origin: Instant::now(),
+            clock: Clock::new(),
         }
     }
 
@@ -139,9 +141,11 @@ impl Window {
         self.span
     }
 
-    /// Nanoseconds from the window's creation to `instant` (the window's clock).
-    pub(crate) fn offset(&self, instant: Instant) -> u64 {
-        u64::try_from(instant.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    /// Nanoseconds since the window's creation, the time that
+    /// [`Window::record`] and [`Window::summary`] take (see [`crate::clock`]).
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
     }
 
     /// The sequence number of the slot holding instant `at`.
@@ -149,7 +153,7 @@ impl Window {
         ((u128::from(at) * self.slot_reciprocal) >> 64) as u64
     }
 
-    /// Records one call that ended at `at` (see [`Window::offset`]).
+    /// Records one call that ended at `at` (see [`Window::now`]).
     pub(crate) fn record(&self, at: u64, elapsed: Duration, failure: bool) {
         let seq = self.slot_of(at);
         let slot = &self.slots[(seq % (SLOTS + 1)) as usize];

@@ -1,7 +1,7 @@
 //! [`RetryPolicy`]: the `tower::retry::Policy` that decides, per failed
 //! try, whether and when to try again; and the state its copies share.
 
-use std::{any::Any, sync::Arc, time::Duration};
+use std::{any::Any, pin::Pin, sync::Arc, time::Duration};
 
 use parking_lot::RwLock;
 use rand::Rng;
@@ -119,9 +119,17 @@ where
     R: Replay<Req>,
     E: 'static,
 {
-    type Future = Sleep;
+    /// Boxed: tower keeps the policy's future inline in every call's
+    /// response future, so an inline 112-byte `Sleep` would be copied with
+    /// each call through the layers above, retried or not. The box is made
+    /// only for a retry.
+    type Future = Pin<Box<Sleep>>;
 
-    fn retry(&mut self, _request: &mut Req, result: &mut Result<Res, E>) -> Option<Sleep> {
+    fn retry(
+        &mut self,
+        _request: &mut Req,
+        result: &mut Result<Res, E>,
+    ) -> Option<Pin<Box<Sleep>>> {
         let failure = match self.classifier.classify(result.as_ref()) {
             Outcome::Success => return None,
             Outcome::Failure(failure) if failure.retryable => failure,
@@ -150,7 +158,7 @@ where
         }
         self.retries += 1;
         shared.stats.retried();
-        Some(tokio::time::sleep(delay))
+        Some(Box::pin(tokio::time::sleep(delay)))
     }
 
     fn clone_request(&mut self, request: &Req) -> Option<Req> {
