@@ -58,7 +58,9 @@ impl Application {
         let local_addr = listener.local_addr()?;
         let registry = Registry::new();
         let db = Database::new(pool, &settings, &registry)?;
+        let ops = ops::OpsState::new(&settings, &registry);
         let state = AppState {
+            ops,
             db,
             registry,
             jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret).context("auth.jwt_secret")?),
@@ -93,8 +95,11 @@ impl Application {
     ) -> anyhow::Result<()> {
         let grace = self.state.settings.server.shutdown_grace;
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let ops_state = self.state.ops.clone();
         let signal = async move {
             shutdown.await;
+            // Open dashboard streams end now, so they do not hold up the drain.
+            ops_state.begin_shutdown();
             tracing::info!(
                 grace = %humantime::format_duration(grace),
                 "shutting down: no new connections; waiting for in-flight requests"
@@ -109,8 +114,12 @@ impl Application {
             }
             tokio::time::sleep(grace).await;
         };
+        // Budget evaluation, webhook deliveries and readiness gauges run
+        // beside the server and stop with it.
+        let background = ops::background(self.state.clone());
         let result = tokio::select! {
             result = serve.into_future() => result.context("the HTTP server failed"),
+            () = background => Ok(()),
             () = deadline => {
                 tracing::warn!("shutdown grace period elapsed; dropping unfinished requests");
                 Ok(())
@@ -145,7 +154,8 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         .layer(Extension(openapi::Document::new(&api)))
         .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")));
     if state.settings.debug.routes {
-        router = router.merge(ops::debug::router());
+        router = router
+            .merge(ops::debug::router().layer(DomainLayer::new("debug", settings, registry)?));
     }
     let router = router.fallback(middleware::fallback);
     Ok(middleware::apply(router, &state.settings).with_state(state))

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use metrics_exporter_prometheus::PrometheusHandle;
 use resilience::registry::Registry;
 
-use crate::{auth::JwtKeys, config::Settings, stacks::Database};
+use crate::{auth::JwtKeys, config::Settings, ops::OpsState, stacks::Database};
 
 /// Shared application state.
 #[derive(Debug, Clone)]
@@ -24,4 +24,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// When this application was built (for uptime).
     pub started_at: Instant,
+    /// Budget alerts (history, webhook) and the shutdown signal of long-lived streams.
+    pub ops: OpsState,
 }
