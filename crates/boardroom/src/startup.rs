@@ -56,6 +56,9 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on server.addr {}", settings.server.addr))?;
         let local_addr = listener.local_addr()?;
+        // The recorder first: layers built before it would record nowhere
+        // (the `database` breaker's series were missing from /metrics).
+        let metrics = ops::metrics::recorder();
         let registry = Registry::new();
         let db = Database::new(pool, &settings, &registry)?;
         let ops = ops::OpsState::new(&settings, &registry);
@@ -65,7 +68,7 @@ impl Application {
             registry,
             jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret).context("auth.jwt_secret")?),
             settings: Arc::new(settings),
-            metrics: ops::metrics::recorder(),
+            metrics,
             started_at: Instant::now(),
         };
         let router = app(state.clone())?;
