@@ -91,7 +91,8 @@
     badge.className = "breaker state-" + state;
 
     const r = service.requests;
-    field(tile, "count").textContent = r ? String(r.count) : "–";
+    // A dependency has no request figures of its own: show its breaker's window.
+    field(tile, "count").textContent = r ? String(r.count) : breaker ? String(breaker.calls) : "–";
     field(tile, "rate").textContent = r ? r.ratePerSecond.toFixed(1) + "/s" : "–";
     field(tile, "error-rate").textContent = r ? fmtPct(r.errorRate) : breaker ? fmtPct(breaker.failureRate) : "–";
     field(tile, "p50").textContent = r ? fmtMs(r.p50Ms) : "–";
