@@ -187,6 +187,26 @@ async fn cache_actions_and_bad_input_are_clear_4xx() {
         removed["data"],
         json!({"tags": ["users", "org:1"], "removed": 0})
     );
+
+    // A cached profile (tagged with its organization) is really dropped.
+    let (owner, org) = app.owner_with_org("admin-cache").await;
+    let (user, _) = app.member(&owner, &org, "member").await;
+    app.get(&format!("/v1/users/{user}"), Some(&owner))
+        .expect_status(200)
+        .await;
+    let removed = app
+        .post_json(
+            "/admin/cache/invalidate",
+            &operator,
+            &json!({"tags": [format!("org:{org}")]}),
+        )
+        .expect_status(200)
+        .await;
+    assert!(
+        removed["data"]["removed"].as_u64().unwrap() >= 1,
+        "{removed}"
+    );
+
     let error = app
         .post_json("/admin/cache/invalidate", &operator, &json!({"tags": []}))
         .expect_error(422, "validation_failed")

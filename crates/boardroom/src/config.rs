@@ -51,6 +51,8 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// The live dashboard at `/dashboard`.
     pub dashboard: DashboardSettings,
+    /// `[activity]`: the activity buffer.
+    pub activity: ActivitySettings,
     /// `[services.<name>]`: the resilience stack of each domain router
     /// (`users`, `organizations`) and dependency (`database`); see
     /// [`crate::stacks`]. A name left out gets the defaults.
@@ -162,6 +164,23 @@ pub struct HealthSettings {
     /// Default `250ms`.
     #[serde(with = "duration")]
     pub degraded_latency: Duration,
+}
+
+/// `[activity]`: the in-memory buffer activity events are written from.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivitySettings {
+    /// `activity.buffer_capacity` — most events held in memory (1–1,000,000). Default `10000`.
+    pub buffer_capacity: usize,
+    /// `activity.batch_size` — most events written by one statement (1–10,000). Default `1000`.
+    pub batch_size: usize,
+    /// `activity.flush_interval` — longest an event waits before its batch is written. Default `250ms`.
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
+    /// `activity.enqueue_timeout` — how long a posted event waits for room in a full
+    /// buffer before a `503`. Default `1s`.
+    #[serde(with = "duration")]
+    pub enqueue_timeout: Duration,
 }
 
 /// `[debug]`: switches for tests; never enable in production.
@@ -355,6 +374,33 @@ impl Settings {
             "health.timeout",
             self.health.timeout,
             Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        let a = &self.activity;
+        if !(1..=1_000_000).contains(&a.buffer_capacity) {
+            return Err(ConfigError::Invalid {
+                key: "activity.buffer_capacity",
+                value: a.buffer_capacity.to_string(),
+                allowed: "must be between 1 and 1000000".into(),
+            });
+        }
+        if !(1..=10_000).contains(&a.batch_size) {
+            return Err(ConfigError::Invalid {
+                key: "activity.batch_size",
+                value: a.batch_size.to_string(),
+                allowed: "must be between 1 and 10000".into(),
+            });
+        }
+        check_duration(
+            "activity.flush_interval",
+            a.flush_interval,
+            Duration::from_millis(1),
+            HOUR,
+        )?;
+        check_duration(
+            "activity.enqueue_timeout",
+            a.enqueue_timeout,
+            Duration::ZERO,
             Duration::from_secs(60),
         )?;
         check_duration(

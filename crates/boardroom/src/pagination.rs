@@ -1,5 +1,6 @@
 //! The list shape shared by every domain: `limit` (default 50, at most 500)
-//! and `offset` in, `pagination: {total, limit, offset, hasMore, nextCursor}` out.
+//! and `offset` in, `pagination: {total, limit, offset, hasMore, nextCursor}` out,
+//! and facet counts ([`FacetCount`]).
 //!
 //! ```
 //! use boardroom::pagination::{PageParams, Pagination};
@@ -84,5 +85,21 @@ impl Pagination {
             has_more: page.offset.saturating_add(page.limit) < total,
             next_cursor: None,
         }
+    }
+}
+
+/// One value of a facet and how many results have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FacetCount {
+    /// The value (`null` for "none").
+    pub value: Option<String>,
+    /// Results with that value.
+    pub count: i64,
+}
+
+impl FacetCount {
+    /// `count` results have `value`.
+    pub fn new(value: Option<String>, count: i64) -> Self {
+        Self { value, count }
     }
 }

@@ -12,7 +12,12 @@
 //! # Ok(()) }
 //! ```
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use axum::{Extension, Router};
@@ -28,7 +33,11 @@ use crate::{
     database, middleware, openapi, ops, organizations,
     stacks::{Database, DomainLayer},
     state::AppState,
-    users,
+    users::{
+        self,
+        activity::{ActivityBuffer, ActivityWriter},
+        cache::UserCaches,
+    },
 };
 use resilience::registry::Registry;
 
@@ -36,6 +45,7 @@ use resilience::registry::Registry;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    activity_writer: ActivityWriter,
     state: AppState,
     local_addr: SocketAddr,
 }
@@ -62,10 +72,15 @@ impl Application {
         let registry = Registry::new();
         let db = Database::new(pool, &settings, &registry)?;
         let ops = ops::OpsState::new(&settings, &registry);
+        let users = UserCaches::new(settings.service("users").cache, &registry)?;
+        let (activity, activity_writer) =
+            ActivityBuffer::start(db.pool.clone(), &settings.activity);
         let state = AppState {
             ops,
             db,
             registry,
+            users,
+            activity,
             jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret).context("auth.jwt_secret")?),
             settings: Arc::new(settings),
             metrics,
@@ -75,6 +90,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            activity_writer,
             state,
             local_addr,
         })
@@ -128,6 +144,10 @@ impl Application {
                 Ok(())
             }
         };
+        // Requests are done: write the buffered activity, then close the pool.
+        self.activity_writer
+            .shutdown(grace.max(Duration::from_secs(5)))
+            .await;
         self.state.db.pool.close().await;
         tracing::info!("stopped");
         result

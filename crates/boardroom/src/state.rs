@@ -7,7 +7,13 @@ use std::{sync::Arc, time::Instant};
 use metrics_exporter_prometheus::PrometheusHandle;
 use resilience::registry::Registry;
 
-use crate::{auth::JwtKeys, config::Settings, ops::OpsState, stacks::Database};
+use crate::{
+    auth::JwtKeys,
+    config::Settings,
+    ops::OpsState,
+    stacks::Database,
+    users::{activity::ActivityBuffer, cache::UserCaches},
+};
 
 /// Shared application state.
 #[derive(Debug, Clone)]
@@ -16,6 +22,10 @@ pub struct AppState {
     pub db: Database,
     /// Every resilience layer's handle, by name (stats, readiness, admin).
     pub registry: Registry,
+    /// Cached callers and profiles.
+    pub users: UserCaches,
+    /// The activity buffer.
+    pub activity: ActivityBuffer,
     /// The validated settings.
     pub settings: Arc<Settings>,
     /// Token verification keys.

@@ -65,22 +65,14 @@ where
             .jwt
             .verify(token)
             .map_err(|error| ApiError::Unauthorized(error.to_string()))?;
-        // A deactivated user's tokens stop working at once, not at expiry.
-        if !principal.operator && is_deactivated(&state, principal.user_id).await? {
-            return Err(ApiError::forbidden("this account is deactivated"));
+        // A deactivated user's tokens stop working at once, not at expiry
+        // (deactivation invalidates the cached caller).
+        if !principal.operator {
+            let viewer = state.users.viewer(&state, principal.user_id).await?;
+            if viewer.active == Some(false) {
+                return Err(ApiError::forbidden("this account is deactivated"));
+            }
         }
         Ok(principal)
     }
-}
-
-async fn is_deactivated(state: &AppState, user_id: Uuid) -> Result<bool, ApiError> {
-    let query = async {
-        let active: Option<bool> = sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&state.db.pool)
-            .await?;
-        Ok(active)
-    };
-    let active = state.db.run(query).await?;
-    Ok(active == Some(false))
 }

@@ -67,6 +67,7 @@ pub fn recorder() -> PrometheusHandle {
             resilience::metrics::describe_all();
             super::health::describe();
             super::alerts::describe();
+            crate::users::activity::describe();
             handle
         })
         .clone()

@@ -36,6 +36,8 @@ pub async fn create_organization(
         .db
         .run(repository::create(&state.db.pool, principal.user_id, &body))
         .await?;
+    // The founder now belongs to it: their cached organizations are stale.
+    state.users.invalidate_users(&[principal.user_id]).await;
     tracing::info!(organization_id = %organization.id, owner = %principal.user_id, "organization created");
     Ok(envelope::created(organization))
 }
@@ -102,6 +104,9 @@ pub async fn add_member(
             body.role,
         ))
         .await?;
+    // The member's visible memberships and both sides' access changed.
+    state.users.invalidate_users(&[body.user_id]).await;
+    state.users.invalidate_organization(id).await;
     Ok(envelope::created(membership))
 }
 

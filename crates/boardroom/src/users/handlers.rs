@@ -9,15 +9,18 @@ use uuid::Uuid;
 
 use super::{
     UserAccess,
+    activity::{self, ActivityAccepted, ActivityEvent, ActivityList},
     model::{NewUser, User, UserUpdate},
     repository,
+    search::{Search, SearchParams, UserList},
 };
 use crate::{
     auth::{Principal, Role},
     envelope::{self, Envelope},
     error::ApiError,
-    extract::{Json, Path},
+    extract::{Json, Path, Query},
     organizations,
+    pagination::PageParams,
     state::AppState,
 };
 
@@ -54,6 +57,8 @@ pub async fn create_user(
         .db
         .run(repository::create(&state.db.pool, &body))
         .await?;
+    // The identity may have been cached as a caller without a profile.
+    state.users.invalidate_users(&[user.id]).await;
     user.memberships = state
         .db
         .run(repository::visible_memberships(
@@ -80,8 +85,47 @@ pub async fn get_user(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    UserAccess::resolve(&state, principal, id).await?;
-    Ok(envelope::ok(load(&state, principal, id).await?))
+    let viewer = if principal.operator {
+        None
+    } else {
+        Some(state.users.viewer(&state, principal.user_id).await?)
+    };
+    let user = state
+        .users
+        .profile(&state, viewer.as_deref(), principal.user_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if !principal.operator && principal.user_id != id {
+        state.activity.record_view(principal.user_id, id);
+    }
+    Ok(envelope::ok(&*user))
+}
+
+/// Search the users the caller can see: filters, sort, offset or cursor
+/// pages, and facets (see [`super::search`]).
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    params(SearchParams),
+    security(("bearer" = [])),
+    responses((status = 200, description = "A page of users with facets", body = Envelope<UserList>))
+)]
+pub async fn search_users(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<SearchParams>,
+) -> Result<Response, ApiError> {
+    let viewer = (!principal.operator).then_some(principal.user_id);
+    let search = Search::new(params, viewer)?;
+    if let (Some(organization), Some(_)) = (search.organization_id(), viewer) {
+        let caller = state.users.viewer(&state, principal.user_id).await?;
+        if !caller.organizations.contains(&organization) {
+            return Err(ApiError::not_found("organization"));
+        }
+    }
+    let list = state.db.run(search.run(&state.db.pool)).await?;
+    Ok(envelope::ok(list))
 }
 
 /// Change a user: the user themself (profile fields), or admins and owners of
@@ -113,11 +157,15 @@ pub async fn update_user(
         ));
     }
     body.validate()?;
-    state
+    let updated = state
         .db
         .run(repository::update(&state.db.pool, id, &body))
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+        .await;
+    // Invalidate even when the update failed part-way: never serve what
+    // may no longer be true.
+    state.users.invalidate_users(&[id]).await;
+    updated?.ok_or_else(|| ApiError::not_found("user"))?;
+    state.activity.record_update(principal.user_id, id);
     Ok(envelope::ok(load(&state, principal, id).await?))
 }
 
@@ -140,7 +188,9 @@ pub async fn delete_user(
     if !access.manages {
         return Err(ApiError::forbidden("only admins and owners delete users"));
     }
-    if !state.db.run(repository::delete(&state.db.pool, id)).await? {
+    let deleted = state.db.run(repository::delete(&state.db.pool, id)).await;
+    state.users.invalidate_users(&[id]).await;
+    if !deleted? {
         return Err(ApiError::not_found("user"));
     }
     tracing::info!(user_id = %id, by = %principal.user_id, "user deleted");
@@ -159,4 +209,65 @@ async fn load(state: &AppState, principal: Principal, id: Uuid) -> Result<User, 
         .run(repository::visible_memberships(&state.db.pool, id, viewer))
         .await?;
     Ok(user)
+}
+
+/// Record an activity event for a user (the user themself, their admins and
+/// owners, or operators). Buffered: written within `activity.flush_interval`;
+/// `503` with `Retry-After` when the buffer stays full.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/activity",
+    tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    request_body = ActivityEvent,
+    security(("bearer" = [])),
+    responses((status = 202, description = "Queued", body = Envelope<ActivityAccepted>))
+)]
+pub async fn post_activity(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ActivityEvent>,
+) -> Result<Response, ApiError> {
+    body.validate()?;
+    // The common case, a user reporting their own activity, needs no query.
+    if principal.user_id != id {
+        let access = UserAccess::resolve(&state, principal, id).await?;
+        if !access.manages {
+            return Err(ApiError::forbidden(
+                "members record only their own activity; admins and owners record anyone's",
+            ));
+        }
+    }
+    state.activity.post(id, body).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Envelope::new(ActivityAccepted { accepted: true })),
+    )
+        .into_response())
+}
+
+/// A user's recorded activity, newest first (anyone who can see the user).
+/// Events still in the buffer appear once written.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/activity",
+    tag = "users",
+    params(("id" = Uuid, Path, description = "User id"), PageParams),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The activity", body = Envelope<ActivityList>))
+)]
+pub async fn list_activity(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+    Query(page): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let page = page.validate()?;
+    UserAccess::resolve(&state, principal, id).await?;
+    let list = state
+        .db
+        .run(activity::list(&state.db.pool, id, page))
+        .await?;
+    Ok(envelope::ok(list))
 }

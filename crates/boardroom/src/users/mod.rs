@@ -1,4 +1,6 @@
-//! Users (board members): `POST /v1/users`, `GET|PATCH|DELETE /v1/users/{id}`.
+//! Users (board members): `POST /v1/users`, `GET /v1/users` (search with
+//! facets, [`search`]), `GET|PATCH|DELETE /v1/users/{id}` (profiles served
+//! from [`cache`]), `POST|GET /v1/users/{id}/activity` ([`activity`]).
 //!
 //! A user is visible to operators, to themself and to members of an
 //! organization they belong to; anyone else gets a `404`. Members change
@@ -10,9 +12,12 @@
 //! assert!(api.paths.paths.contains_key("/v1/users/{id}"));
 //! ```
 
+pub mod activity;
+pub mod cache;
 pub mod handlers;
 pub mod model;
 pub mod repository;
+pub mod search;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -26,12 +31,13 @@ use crate::{
 /// The user routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(handlers::create_user))
+        .routes(routes!(handlers::create_user, handlers::search_users))
         .routes(routes!(
             handlers::get_user,
             handlers::update_user,
             handlers::delete_user
         ))
+        .routes(routes!(handlers::post_activity, handlers::list_activity))
 }
 
 /// What the caller may do with one user.

@@ -3,7 +3,10 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::model::{NewUser, User, UserMembership, UserUpdate};
+use super::{
+    cache::Viewer,
+    model::{NewUser, User, UserMembership, UserUpdate},
+};
 use crate::{
     auth::Role,
     error::{ApiError, is_unique_violation},
@@ -49,6 +52,23 @@ pub async fn create(pool: &PgPool, new: &NewUser) -> Result<User, ApiError> {
     .await?;
     tx.commit().await?;
     Ok(user)
+}
+
+/// What a request needs to know about its caller: whether their profile is
+/// active, and their organizations.
+pub async fn viewer(pool: &PgPool, user_id: Uuid) -> Result<Viewer, ApiError> {
+    let (active, organizations): (Option<bool>, Vec<Uuid>) = sqlx::query_as(
+        "SELECT (SELECT is_active FROM users WHERE id = $1),
+                COALESCE((SELECT array_agg(organization_id ORDER BY organization_id)
+                          FROM memberships WHERE user_id = $1), '{}')",
+    )
+    .bind(user_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(Viewer {
+        active,
+        organizations: organizations.into(),
+    })
 }
 
 /// The user, if it exists.
