@@ -309,3 +309,34 @@ async fn the_stream_sends_stats_events_every_interval() {
     assert!(stats["services"].as_array().unwrap().len() >= 3, "{stats}");
     assert!(stats["at"].is_string());
 }
+
+#[tokio::test]
+async fn an_open_stream_does_not_hold_up_a_graceful_stop() {
+    let app = TestApp::spawn_with(|s| s.server.shutdown_grace = Duration::from_secs(30)).await;
+    let response = app
+        .get("/admin/stats/stream", Some(&app.service_token()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    let started = tokio::time::Instant::now();
+    let stopping = tokio::spawn(app.stop());
+    // The stream ends at once instead of running into the 30 s grace period.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended when shutdown began");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the server stopped well within its grace period")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
