@@ -340,3 +340,75 @@ async fn an_open_stream_does_not_hold_up_a_graceful_stop() {
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// Collects the JSON log lines written on this thread.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// A current-thread runtime: the server's tasks run on this thread, so the
+// thread-local subscriber sees their log lines.
+#[tokio::test(flavor = "current_thread")]
+async fn every_admin_action_is_logged_with_the_operator_id() {
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = TestApp::spawn().await;
+    let operator_id = Uuid::new_v4();
+    let operator = app.sign(&json!({
+        "sub": operator_id,
+        "role": "service_role",
+        "exp": 4_102_444_800u64,
+    }));
+    let actions = [
+        ("/admin/breakers/users/open", json!({}), "breaker.open"),
+        (
+            "/admin/breakers/users/disable",
+            json!({}),
+            "breaker.disable",
+        ),
+        ("/admin/breakers/users/reset", json!({}), "breaker.reset"),
+        (
+            "/admin/cache/invalidate",
+            json!({"tags": ["x"]}),
+            "cache.invalidate",
+        ),
+        ("/admin/cache/warm", json!({}), "cache.warm"),
+    ];
+    for (path, body, _) in &actions {
+        app.post_json(path, &operator, body)
+            .expect_status(200)
+            .await;
+    }
+    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    for (path, _, action) in actions {
+        let line = logs
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| {
+                line["fields"]["message"] == "admin action" && line["fields"]["action"] == action
+            })
+            .unwrap_or_else(|| panic!("no log line for {path}:\n{logs}"));
+        assert_eq!(
+            line["fields"]["operator"],
+            operator_id.to_string(),
+            "{line}"
+        );
+        assert_eq!(line["level"], "INFO");
+    }
+}
