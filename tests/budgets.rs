@@ -2,7 +2,8 @@
 //! raises an alert — in `/admin/alerts`, `/admin/stats`, the
 //! `resilience_budget_breached` metric, and a webhook received by a real local
 //! listener (which refuses the first delivery, so the retry is exercised) —
-//! and clears when the slow calls have left the window.
+//! and clears when the slow calls have left the window; the breach is logged
+//! at warn.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -42,6 +43,20 @@ async fn start_receiver() -> (String, Receiver) {
     (url, receiver)
 }
 
+/// Collects every JSON log line of the process (one test in this binary).
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `limit`.
 async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
@@ -76,6 +91,16 @@ async fn breached_gauge(app: &TestApp) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_operation_raises_an_alert_everywhere_and_it_clears() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .unwrap();
     let (url, receiver) = start_receiver().await;
     let app = TestApp::spawn_with(|s| {
         let debug = s.services.entry("debug".into()).or_default();
@@ -138,6 +163,18 @@ async fn a_slow_operation_raises_an_alert_everywhere_and_it_clears() {
     {
         assert_eq!(tile["budget"]["status"], "breached", "{tile}");
     }
+
+    // Logged at warn.
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warned = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .any(|line| {
+            line["level"] == "WARN"
+                && line["fields"]["message"] == "performance budget breached"
+                && line["fields"]["operation"] == "debug"
+        });
+    assert!(warned, "a warn line for the breach:\n{text}");
 
     // The webhook got it, on the second attempt (the first was refused).
     let raised = eventually("the raised webhook", Duration::from_secs(30), || async {
