@@ -109,6 +109,11 @@ fn get(path: &str) -> String {
 }
 
 async fn start_server() -> Server {
+    start_server_with(&[]).await
+}
+
+/// Starts the binary with extra environment variables (config overrides).
+async fn start_server_with(env: &[(&str, &str)]) -> Server {
     let base = postgres_base_url();
     let database = format!("boardroom_shutdown_{}", uuid::Uuid::new_v4().simple());
     let database_url = format!("{base}/{database}");
@@ -118,6 +123,7 @@ async fn start_server() -> Server {
     let log = std::env::temp_dir().join(format!("{database}.log"));
     let log_file = std::fs::File::create(&log).unwrap();
     let child = command(&database_url, addr)
+        .envs(env.iter().copied())
         .arg("serve")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
@@ -332,4 +338,54 @@ async fn serve_without_a_reachable_database_exits_non_zero_saying_what_to_do() {
         !stderr.contains("panicked"),
         "a message, not a panic: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_the_buffered_activity_before_exiting() {
+    // Nothing is written before shutdown: the batch never fills and the
+    // interval never passes.
+    let mut server = start_server_with(&[
+        ("BOARDROOM__ACTIVITY__FLUSH_INTERVAL", "1h"),
+        ("BOARDROOM__ACTIVITY__BATCH_SIZE", "10000"),
+    ])
+    .await;
+    let token = service_token(&server);
+    let user = uuid::Uuid::new_v4();
+    let events: Vec<String> = (0..100)
+        .map(|i| format!(r#"{{"kind":"doc.read","metadata":{{"n":{i}}}}}"#))
+        .collect();
+    let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+    let posts = 20;
+    for _ in 0..posts {
+        let request = format!(
+            "POST /v1/users/{user}/activity HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, response) = http(server.addr, &request).await.expect("a response");
+        assert_eq!(status, 202, "{response}\n{}", server.log_tail());
+    }
+    let database_url = format!("{}/{}", postgres_base_url(), server.database);
+    let count = || async {
+        let mut conn = sqlx::PgConnection::connect(&database_url).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM user_activity WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        n
+    };
+    assert_eq!(count().await, 0, "still buffered before SIGTERM");
+
+    send_sigterm(&server.child);
+    let exit = wait_exit(&mut server.child, Duration::from_secs(30));
+    assert!(exit.success(), "exit status: {exit}\n{}", server.log_tail());
+    assert_eq!(
+        count().await,
+        posts * 100,
+        "every accepted event written at shutdown"
+    );
+    drop_database(&server).await;
 }

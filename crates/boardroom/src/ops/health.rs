@@ -72,6 +72,23 @@ pub struct Checks {
     pub memory: MemoryCheck,
     /// The resilience layers of every service and dependency.
     pub services: ServicesCheck,
+    /// The activity buffer.
+    pub activity: ActivityCheck,
+}
+
+/// The in-memory activity buffer (see `users::activity`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityCheck {
+    /// `degraded` when the buffer is at least 90 % full (posts are about to
+    /// wait or be refused; usually the database is slow or down).
+    pub status: Status,
+    /// Events waiting to be written.
+    pub buffered: usize,
+    /// `activity.buffer_capacity`.
+    pub capacity: usize,
+    /// Events written since start.
+    pub written: u64,
 }
 
 /// The breakers and queues of every service (`[services.<name>]`).
@@ -274,11 +291,26 @@ pub async fn report(state: &AppState) -> HealthReport {
         rss_bytes: resident_memory_bytes(),
     };
     let services = check_services(state);
+    let activity = {
+        let buffered = state.activity.buffered();
+        let capacity = state.activity.capacity();
+        ActivityCheck {
+            status: if buffered * 10 >= capacity * 9 {
+                Status::Degraded
+            } else {
+                Status::Ok
+            },
+            buffered,
+            capacity,
+            written: state.activity.written(),
+        }
+    };
     let status = database
         .status
         .max(pool.status)
         .max(memory.status)
-        .max(services.status);
+        .max(services.status)
+        .max(activity.status);
     record_readiness(status);
     HealthReport {
         status,
@@ -287,6 +319,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             pool,
             memory,
             services,
+            activity,
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started_at.elapsed().as_secs(),

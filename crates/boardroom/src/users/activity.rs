@@ -59,6 +59,8 @@ const BATCHES: &str = "boardroom_activity_batches_total";
 
 /// Longest `kind`.
 const MAX_KIND: usize = 64;
+/// Most events in one post.
+pub const MAX_BATCH: usize = 1000;
 /// Largest `metadata`, serialized.
 const MAX_METADATA_BYTES: usize = 4096;
 
@@ -127,13 +129,63 @@ impl ActivityEvent {
     }
 }
 
+/// `POST /v1/users/{id}/activity` body: one event, or `{"events": [...]}`
+/// with up to 1,000 (queued all or none).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ActivityPost {
+    /// Several events.
+    Many(ActivityBatch),
+    /// One event.
+    One(ActivityEvent),
+}
+
+/// Several events in one post.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityBatch {
+    /// 1 to 1,000 events.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub events: Vec<ActivityEvent>,
+}
+
+impl ActivityPost {
+    /// Reads a body: an object with `events` is a batch, any other object
+    /// one event; errors name the field (`events[3].kind`).
+    pub fn parse(bytes: &[u8]) -> Result<Vec<ActivityEvent>, ApiError> {
+        let value: serde_json::Value = crate::extract::parse_json(bytes)?;
+        if value.get("events").is_some() {
+            let batch: ActivityBatch = crate::extract::parse_json(bytes)?;
+            if batch.events.is_empty() || batch.events.len() > MAX_BATCH {
+                return Err(ApiError::validation(
+                    "events",
+                    format!("`events` must hold 1 to {MAX_BATCH} events"),
+                ));
+            }
+            for (i, event) in batch.events.iter().enumerate() {
+                event.validate().map_err(|error| match error {
+                    ApiError::Validation { field, message } => ApiError::Validation {
+                        field: format!("events[{i}].{field}"),
+                        message,
+                    },
+                    other => other,
+                })?;
+            }
+            Ok(batch.events)
+        } else {
+            let event: ActivityEvent = crate::extract::parse_json(bytes)?;
+            event.validate()?;
+            Ok(vec![event])
+        }
+    }
+}
+
 /// `202` answer to a posted event.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivityAccepted {
-    /// Always `true`: the event is queued and will be written within
-    /// `activity.flush_interval`.
-    pub accepted: bool,
+    /// How many events were queued (written within `activity.flush_interval`).
+    pub accepted: usize,
 }
 
 /// One recorded event, as `GET /v1/users/{id}/activity` lists it.
@@ -235,32 +287,51 @@ impl ActivityBuffer {
         self.counters.written.load(Ordering::Relaxed)
     }
 
-    /// Queues a client's event for `user_id`, waiting up to
-    /// `activity.enqueue_timeout` for room; `503` if none frees up.
-    pub async fn post(&self, user_id: Uuid, event: ActivityEvent) -> Result<(), ApiError> {
-        let pending = Pending {
-            user_id,
-            organization_id: event.organization_id,
-            kind: event.kind.into(),
-            metadata: event
-                .metadata
-                .map(|m| serde_json::Value::Object(m).to_string())
-                .unwrap_or_else(|| "{}".to_owned()),
-            source: "client",
-            occurred_at: event.occurred_at.unwrap_or_else(Utc::now),
-        };
-        let sent = self
-            .sender
-            .send_timeout(pending, self.enqueue_timeout)
-            .await;
-        self.gauge();
-        sent.map_err(|_| {
-            metrics::counter!(WRITTEN, "outcome" => "rejected").increment(1);
+    /// The most events one post may carry: a batch is queued all or nothing.
+    pub fn max_batch(&self) -> usize {
+        self.capacity.min(MAX_BATCH)
+    }
+
+    /// Queues a client's events for `user_id`, all or none: waits up to
+    /// `activity.enqueue_timeout` for room for all of them; `503` if it does
+    /// not free up (then none was queued, so resending is safe).
+    pub async fn post(&self, user_id: Uuid, events: Vec<ActivityEvent>) -> Result<(), ApiError> {
+        let refused = || {
+            metrics::counter!(WRITTEN, "outcome" => "rejected").increment(events.len() as u64);
             ApiError::Unavailable {
                 message: "activity is arriving faster than it can be stored; retry shortly".into(),
                 retry_after: Duration::from_secs(1),
             }
-        })
+        };
+        let reserved =
+            tokio::time::timeout(self.enqueue_timeout, self.sender.reserve_many(events.len()))
+                .await;
+        let permits = match reserved {
+            Ok(Ok(permits)) => permits,
+            _ => return Err(refused()),
+        };
+        let now = Utc::now();
+        for (permit, event) in permits.zip(events.iter()) {
+            permit.send(Pending {
+                user_id,
+                organization_id: event.organization_id,
+                kind: event.kind.clone().into(),
+                metadata: event
+                    .metadata
+                    .as_ref()
+                    .map(|m| serde_json::to_string(m).unwrap_or_else(|_| "{}".to_owned()))
+                    .unwrap_or_else(|| "{}".to_owned()),
+                source: "client",
+                occurred_at: event.occurred_at.unwrap_or(now),
+            });
+        }
+        self.gauge();
+        Ok(())
+    }
+
+    /// The buffer's capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// `viewer` looked at `target`'s profile.
@@ -383,6 +454,25 @@ impl Writer {
                         .increment(1);
                     batch.clear();
                     metrics::gauge!(BUFFERED).set(self.receiver.len() as f64);
+                    return;
+                }
+                // Not the database being away but an event it refuses (a
+                // poison event): write the batch one by one, so only the bad
+                // ones are lost, counted and logged — never retried forever.
+                Err(error) if !crate::error::is_unavailable(&error) => {
+                    tracing::warn!(%error, events = batch.len(), "activity batch refused; writing its events one by one");
+                    let mut written = 0u64;
+                    for event in batch.drain(..) {
+                        match insert(&self.pool, std::slice::from_ref(&event)).await {
+                            Ok(()) => written += 1,
+                            Err(error) => {
+                                tracing::error!(%error, user_id = %event.user_id, kind = %event.kind, "activity event refused by the database; dropped");
+                                metrics::counter!(WRITTEN, "outcome" => "lost").increment(1);
+                            }
+                        }
+                    }
+                    self.counters.written.fetch_add(written, Ordering::Relaxed);
+                    metrics::counter!(WRITTEN, "outcome" => "written").increment(written);
                     return;
                 }
                 Err(error) if final_flush && tries >= 5 => {

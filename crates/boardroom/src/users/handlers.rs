@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     UserAccess,
-    activity::{self, ActivityAccepted, ActivityEvent, ActivityList},
+    activity::{self, ActivityAccepted, ActivityList, ActivityPost},
     model::{NewUser, User, UserUpdate},
     repository,
     search::{Search, SearchParams, UserList},
@@ -219,7 +219,7 @@ async fn load(state: &AppState, principal: Principal, id: Uuid) -> Result<User, 
     path = "/v1/users/{id}/activity",
     tag = "users",
     params(("id" = Uuid, Path, description = "User id")),
-    request_body = ActivityEvent,
+    request_body = ActivityPost,
     security(("bearer" = [])),
     responses((status = 202, description = "Queued", body = Envelope<ActivityAccepted>))
 )]
@@ -227,9 +227,16 @@ pub async fn post_activity(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<Uuid>,
-    Json(body): Json<ActivityEvent>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    body.validate()?;
+    let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.into()))?;
+    let events = ActivityPost::parse(&bytes)?;
+    if events.len() > state.activity.max_batch() {
+        return Err(ApiError::validation(
+            "events",
+            format!("at most {} events per post", state.activity.max_batch()),
+        ));
+    }
     // The common case, a user reporting their own activity, needs no query.
     if principal.user_id != id {
         let access = UserAccess::resolve(&state, principal, id).await?;
@@ -239,10 +246,11 @@ pub async fn post_activity(
             ));
         }
     }
-    state.activity.post(id, body).await?;
+    let accepted = events.len();
+    state.activity.post(id, events).await?;
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(Envelope::new(ActivityAccepted { accepted: true })),
+        axum::Json(Envelope::new(ActivityAccepted { accepted })),
     )
         .into_response())
 }
