@@ -169,6 +169,15 @@ async fn openapi_lists_every_route_and_docs_load() {
         ("/health", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
+        ("/admin/stats", "get"),
+        ("/admin/stats/stream", "get"),
+        ("/admin/alerts", "get"),
+        ("/admin/breakers/{name}/reset", "post"),
+        ("/admin/breakers/{name}/open", "post"),
+        ("/admin/breakers/{name}/disable", "post"),
+        ("/admin/cache/invalidate", "post"),
+        ("/admin/cache/warm", "post"),
+        ("/dashboard", "get"),
         ("/v1/organizations", "post"),
         ("/v1/organizations/{id}", "get"),
         ("/v1/organizations/{id}/members", "post"),
@@ -204,7 +213,7 @@ async fn openapi_lists_every_route_and_docs_load() {
         let operation = &api["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is documented");
         assert!(operation["responses"]["500"].is_object(), "{method} {path}");
-        if path.starts_with("/v1/") {
+        if path.starts_with("/v1/") || path.starts_with("/admin/") {
             assert_eq!(operation["security"][0]["bearer"], Value::Array(vec![]));
             assert!(operation["responses"]["401"].is_object(), "{method} {path}");
         }

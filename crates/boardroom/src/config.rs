@@ -47,6 +47,10 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Test-only switches.
     pub debug: DebugSettings,
+    /// Performance-budget alerts: evaluation and the optional webhook.
+    pub alerts: AlertSettings,
+    /// The live dashboard at `/dashboard`.
+    pub dashboard: DashboardSettings,
     /// `[activity]`: the activity buffer.
     pub activity: ActivitySettings,
     /// `[jobs]`: the background job workers (bulk operations).
@@ -291,6 +295,46 @@ impl JobsSettings {
     }
 }
 
+/// `[alerts]`: when budgets are judged and where their alerts are posted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// `alerts.evaluation_interval` — how often every budget is judged even without traffic,
+    /// so alerts also clear when calls stop (100ms–1m). Default `1s`.
+    #[serde(with = "duration")]
+    pub evaluation_interval: Duration,
+    /// `alerts.history` — how many raised/resolved events `/admin/alerts` keeps (1–10000).
+    /// Default `100`.
+    pub history: usize,
+    /// `alerts.webhook_url` — `http://` or `https://` URL every raised and resolved alert is
+    /// POSTed to as JSON; empty for none. Default empty.
+    #[serde(deserialize_with = "string_or_number")]
+    pub webhook_url: String,
+    /// `alerts.webhook_timeout` — longest one delivery attempt may take (1ms–1m). Default `5s`.
+    #[serde(with = "duration")]
+    pub webhook_timeout: Duration,
+    /// `alerts.webhook_attempts` — attempts per event, the first included (1–20). Default `5`.
+    pub webhook_attempts: u32,
+    /// `alerts.webhook_base_delay` — wait before the first retry, doubling each time
+    /// (1ms–1m). Default `500ms`.
+    #[serde(with = "duration")]
+    pub webhook_base_delay: Duration,
+    /// `alerts.webhook_max_delay` — longest wait between two attempts (at least
+    /// `webhook_base_delay`, at most 1h). Default `30s`.
+    #[serde(with = "duration")]
+    pub webhook_max_delay: Duration,
+}
+
+/// `[dashboard]`: the live page at `/dashboard`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// `dashboard.stream_interval` — how often `/admin/stats/stream` sends a snapshot
+    /// (100ms–1s). Default `1s`.
+    #[serde(with = "duration")]
+    pub stream_interval: Duration,
+}
+
 /// A configuration that cannot be used; the message is one line naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -470,6 +514,66 @@ impl Settings {
             Duration::from_secs(60),
         )?;
         self.jobs.validate()?;
+        self.validate_alerts()?;
+        check_duration(
+            "dashboard.stream_interval",
+            self.dashboard.stream_interval,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        )?;
+        Ok(())
+    }
+
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let a = &self.alerts;
+        check_duration(
+            "alerts.evaluation_interval",
+            a.evaluation_interval,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        )?;
+        if !(1..=10_000).contains(&a.history) {
+            return Err(ConfigError::Invalid {
+                key: "alerts.history",
+                value: a.history.to_string(),
+                allowed: "must be between 1 and 10000".into(),
+            });
+        }
+        let url_ok = a.webhook_url.is_empty()
+            || ((a.webhook_url.starts_with("http://") || a.webhook_url.starts_with("https://"))
+                && a.webhook_url.parse::<http::Uri>().is_ok());
+        if !url_ok {
+            return Err(ConfigError::Invalid {
+                key: "alerts.webhook_url",
+                value: format!("{:?}", redact_url(&a.webhook_url)),
+                allowed: "must be empty or an http:// or https:// URL".into(),
+            });
+        }
+        check_duration(
+            "alerts.webhook_timeout",
+            a.webhook_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        if !(1..=20).contains(&a.webhook_attempts) {
+            return Err(ConfigError::Invalid {
+                key: "alerts.webhook_attempts",
+                value: a.webhook_attempts.to_string(),
+                allowed: "must be between 1 and 20".into(),
+            });
+        }
+        check_duration(
+            "alerts.webhook_base_delay",
+            a.webhook_base_delay,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        check_duration(
+            "alerts.webhook_max_delay",
+            a.webhook_max_delay,
+            a.webhook_base_delay,
+            HOUR,
+        )?;
         Ok(())
     }
 }
@@ -694,6 +798,36 @@ mod tests {
             let message = load(toml).unwrap_err().to_string();
             assert!(message.contains(&format!("`{key}`")), "{toml}: {message}");
         }
+    }
+
+    #[test]
+    fn alert_and_dashboard_keys_are_checked() {
+        type Change = fn(&mut Settings);
+        let cases: [(Change, &str); 5] = [
+            (
+                |s| s.alerts.webhook_url = "ftp://x".into(),
+                "alerts.webhook_url",
+            ),
+            (|s| s.alerts.webhook_attempts = 0, "alerts.webhook_attempts"),
+            (
+                |s| s.alerts.webhook_max_delay = Duration::from_millis(1),
+                "alerts.webhook_max_delay",
+            ),
+            (|s| s.alerts.history = 0, "alerts.history"),
+            (
+                |s| s.dashboard.stream_interval = Duration::from_secs(5),
+                "dashboard.stream_interval",
+            ),
+        ];
+        for (change, key) in cases {
+            let mut settings = Settings::defaults();
+            change(&mut settings);
+            let message = settings.validate().unwrap_err().to_string();
+            assert!(message.contains(key), "{key}: {message}");
+        }
+        let mut settings = Settings::defaults();
+        settings.alerts.webhook_url = "http://127.0.0.1:9/hook".into();
+        settings.validate().expect("an http URL is accepted");
     }
 
     #[test]

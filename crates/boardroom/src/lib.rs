@@ -2,8 +2,9 @@
 //!
 //! Layout: one folder per domain ([`organizations`], [`users`]), each owning
 //! its `router()`, handlers, model and repository; [`auth`] (bearer tokens,
-//! roles), [`ops`] (health, metrics), [`jobs`] (durable bulk jobs shared by
-//! the domains), and the plumbing: [`config`],
+//! roles), [`ops`] (health, metrics, the admin API, the dashboard and budget
+//! alerts), [`jobs`] (durable bulk jobs shared by the domains), and the
+//! plumbing: [`config`],
 //! [`error`] (the one place errors become HTTP), [`envelope`], [`extract`],
 //! [`middleware`], [`openapi`], [`state`], [`database`], [`stacks`] (the
 //! resilience stack of each domain and dependency), [`telemetry`],

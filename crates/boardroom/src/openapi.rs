@@ -50,6 +50,7 @@ use crate::envelope::{ErrorBody, ErrorEnvelope};
     components(schemas(ErrorEnvelope, ErrorBody)),
     tags(
         (name = "operations", description = "Health probes, metrics and this document (no auth)"),
+        (name = "admin", description = "Admin API, stats stream and dashboard (operators: `service_role` tokens)"),
         (name = "organizations", description = "Organizations and memberships"),
         (name = "users", description = "Users (board members)"),
         (name = "jobs", description = "Bulk jobs: progress, errors and a live event stream"),

@@ -68,19 +68,24 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on server.addr {}", settings.server.addr))?;
         let local_addr = listener.local_addr()?;
+        // The recorder first: layers built before it would record nowhere
+        // (the `database` breaker's series were missing from /metrics).
+        let metrics = ops::metrics::recorder();
         let registry = Registry::new();
         let db = Database::new(pool, &settings, &registry)?;
+        let ops = ops::OpsState::new(&settings, &registry);
         let users = UserCaches::new(settings.service("users").cache, &registry)?;
         let (activity, activity_writer) =
             ActivityBuffer::start(db.pool.clone(), &settings.activity);
         let state = AppState {
+            ops,
             db,
             registry,
             users,
             activity,
             jwt: Arc::new(JwtKeys::new(&settings.auth.jwt_secret).context("auth.jwt_secret")?),
             settings: Arc::new(settings),
-            metrics: ops::metrics::recorder(),
+            metrics,
             jobs: JobEvents::new(),
             started_at: Instant::now(),
         };
@@ -134,9 +139,12 @@ impl Application {
             &mut background,
         );
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let ops_state = self.state.ops.clone();
         let signal = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
+            // Open dashboard streams end now, so they do not hold up the drain.
+            ops_state.begin_shutdown();
             tracing::info!(
                 grace = %humantime::format_duration(grace),
                 "shutting down: no new connections; waiting for in-flight requests"
@@ -151,8 +159,12 @@ impl Application {
             }
             tokio::time::sleep(grace).await;
         };
+        // Budget evaluation, webhook deliveries and readiness gauges run
+        // beside the server and stop with it.
+        let ops_background = ops::background(self.state.clone());
         let result = tokio::select! {
             result = serve.into_future() => result.context("the HTTP server failed"),
+            () = ops_background => Ok(()),
             () = deadline => {
                 tracing::warn!("shutdown grace period elapsed; dropping unfinished requests");
                 Ok(())
@@ -201,7 +213,8 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         .layer(Extension(openapi::Document::new(&api)))
         .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")));
     if state.settings.debug.routes {
-        router = router.merge(ops::debug::router());
+        router = router
+            .merge(ops::debug::router().layer(DomainLayer::new("debug", settings, registry)?));
     }
     let router = router.fallback(middleware::fallback);
     Ok(middleware::apply(router, &state.settings).with_state(state))

@@ -11,6 +11,7 @@ use crate::{
     auth::JwtKeys,
     config::Settings,
     jobs::JobEvents,
+    ops::OpsState,
     stacks::Database,
     users::{activity::ActivityBuffer, cache::UserCaches},
 };
@@ -36,4 +37,6 @@ pub struct AppState {
     pub jobs: JobEvents,
     /// When this application was built (for uptime).
     pub started_at: Instant,
+    /// Budget alerts (history, webhook) and the shutdown signal of long-lived streams.
+    pub ops: OpsState,
 }

@@ -7,6 +7,11 @@
 //! the worst of them: `ok`, `degraded` (slow database, exhausted pool) or
 //! `down` (database unreachable), which answers `503`.
 //!
+//! Every report also sets `boardroom_readiness_state{state}` (one series per
+//! status, exactly one at 1), refreshed every few seconds by
+//! [`crate::ops::background`] even when nothing probes, so Prometheus can
+//! alert on readiness failing.
+//!
 //! ```
 //! use boardroom::ops::health::Status;
 //! assert_eq!(Status::Ok.max(Status::Degraded), Status::Degraded);
@@ -252,7 +257,31 @@ async fn readiness(state: &AppState, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
-/// Runs every check.
+const READINESS: &str = "boardroom_readiness_state";
+
+/// HELP text of the readiness gauge (called by [`crate::ops::metrics::recorder`]).
+pub(crate) fn describe() {
+    metrics::describe_gauge!(
+        READINESS,
+        "1 for the current readiness status of the service (ok, degraded or down), 0 for the others."
+    );
+}
+
+fn record_readiness(status: Status) {
+    for (candidate, label) in [
+        (Status::Ok, "ok"),
+        (Status::Degraded, "degraded"),
+        (Status::Down, "down"),
+    ] {
+        metrics::gauge!(READINESS, "state" => label).set(if candidate == status {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// Runs every check (and records the verdict in `boardroom_readiness_state`).
 pub async fn report(state: &AppState) -> HealthReport {
     // Pool usage first, so the probe's own connection is not counted as in use.
     let pool = check_pool(state);
@@ -276,13 +305,15 @@ pub async fn report(state: &AppState) -> HealthReport {
             written: state.activity.written(),
         }
     };
+    let status = database
+        .status
+        .max(pool.status)
+        .max(memory.status)
+        .max(services.status)
+        .max(activity.status);
+    record_readiness(status);
     HealthReport {
-        status: database
-            .status
-            .max(pool.status)
-            .max(memory.status)
-            .max(services.status)
-            .max(activity.status),
+        status,
         checks: Checks {
             database,
             pool,

@@ -65,14 +65,31 @@ pub fn recorder() -> PrometheusHandle {
             };
             describe();
             resilience::metrics::describe_all();
+            super::health::describe();
+            super::alerts::describe();
             crate::users::activity::describe();
             handle
         })
         .clone()
 }
 
+/// Dead letters per background queue: the jobs module increments it when a job
+/// exhausts its retries (alerted on by `config/prometheus/alerts.yml`).
+pub const DEAD_LETTERS: &str = "boardroom_dead_letters_total";
+
+/// The durable background queues, each with a `queue` label on [`DEAD_LETTERS`].
+pub const QUEUES: &[&str] = &["jobs"];
+
 /// HELP texts and units for every metric this module records.
 fn describe() {
+    describe_counter!(
+        DEAD_LETTERS,
+        Unit::Count,
+        "Background jobs moved to the dead-letter state after exhausting their retries, by queue."
+    );
+    for queue in QUEUES {
+        metrics::counter!(DEAD_LETTERS, "queue" => *queue).increment(0);
+    }
     describe_histogram!(
         DURATION,
         Unit::Seconds,
