@@ -374,6 +374,24 @@ async fn profiles_are_cached_but_never_stale_or_shared_across_tenants() {
         hits - hits_before >= 4.0,
         "repeated GETs hit the cache ({hits_before} → {hits})"
     );
+    // The users section of /admin/stats: requests, breaker, concurrency and
+    // the profile cache's hit rate.
+    let stats = app
+        .get("/admin/stats", Some(&app.service_token()))
+        .expect_status(200)
+        .await;
+    let users = stats["data"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "users")
+        .unwrap_or_else(|| panic!("no users section: {stats}"))
+        .clone();
+    assert!(users["requests"]["count"].as_u64().unwrap() >= 5, "{users}");
+    assert_eq!(users["breaker"]["state"], "closed", "{users}");
+    assert_eq!(users["concurrency"]["limit"], 64, "{users}");
+    assert!(users["cache"]["hits"].as_u64().unwrap() >= 4, "{users}");
+    assert!(users["cache"]["hitRate"].as_f64().unwrap() > 0.0, "{users}");
 
     // Another tenant asking for the same id right after is not served the
     // cached profile.
