@@ -75,14 +75,7 @@ where
 
 /// The value of `resilience_budget_breached{name="debug",budget="p95"}`.
 async fn breached_gauge(app: &TestApp) -> Option<f64> {
-    let text = app
-        .get("/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .filter(|line| line.starts_with("resilience_budget_breached{"))
         .find(|line| line.contains(r#"name="debug""#) && line.contains(r#"budget="p95""#))

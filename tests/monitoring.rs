@@ -86,14 +86,7 @@ async fn every_metric_the_rules_and_grafana_use_is_exported() {
         .await;
     app.get("/_debug/sleep?ms=1", None).expect_status(200).await;
     app.get("/health/ready", None).expect_status(200).await;
-    let metrics = app
-        .get("/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let exported = exposed(&metrics);
 
     let mut missing = Vec::new();

@@ -78,14 +78,7 @@ async fn metrics_are_labelled_by_route_template() {
 async fn promtool_accepts_the_metrics() {
     let app = TestApp::spawn().await;
     app.get("/health/live", None).send().await.unwrap();
-    let text = app
-        .get("/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     let Ok(mut child) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

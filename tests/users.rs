@@ -332,14 +332,7 @@ async fn search_matches_odd_input_literally_and_refuses_bad_parameters() {
 }
 
 async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
-    let text = app
-        .get("/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

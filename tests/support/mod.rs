@@ -109,6 +109,17 @@ impl TestApp {
         self.keys.sign(claims).unwrap()
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.get("/metrics", None)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// GET with an optional bearer token.
     pub fn get(&self, path: &str, token: Option<&str>) -> RequestBuilder {
         authorize(self.client.get(self.url(path)), token)
