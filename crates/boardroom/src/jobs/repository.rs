@@ -382,7 +382,7 @@ pub async fn batch_failed(
     error: &str,
     retry_in: Duration,
     max_attempts: u32,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let mut tx = pool.begin().await?;
     let row: Option<(Uuid, String, i32, i32, i32, i32)> = sqlx::query_as(
         "UPDATE jobs SET
@@ -407,6 +407,7 @@ pub async fn batch_failed(
     .bind(max_attempts as i32)
     .fetch_optional(&mut *tx)
     .await?;
+    let gave_up = row.as_ref().is_some_and(|r| r.1 == "failed");
     if let Some((id, status, total, processed, succeeded, failed)) = row
         && status == "failed"
     {
@@ -421,7 +422,7 @@ pub async fn batch_failed(
         notify_progress(&mut tx, &progress).await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(gave_up)
 }
 
 /// Gives the lease back so another worker (or the next start) takes the job

@@ -238,7 +238,7 @@ impl Worker {
             ApiError::Internal(_) => "internal error (see the service log)".to_owned(),
             other => other.to_string(),
         };
-        if let Err(error) = db
+        match db
             .run(repository::batch_failed(
                 &db.pool,
                 job.spec.id,
@@ -249,7 +249,16 @@ impl Worker {
             ))
             .await
         {
-            tracing::warn!(job_id = %job.spec.id, %error, "jobs: could not record the failure");
+            // Out of attempts: the job is a dead letter (alerts.yml watches this).
+            Ok(true) => {
+                tracing::error!(job_id = %job.spec.id, %message, "jobs: job failed for good");
+                metrics::counter!(crate::ops::metrics::DEAD_LETTERS, "queue" => "jobs")
+                    .increment(1);
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(job_id = %job.spec.id, %error, "jobs: could not record the failure")
+            }
         }
     }
 
