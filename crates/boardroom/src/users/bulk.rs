@@ -436,37 +436,21 @@ async fn apply(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(
+    let query = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "WITH changed AS (
-             UPDATE users SET
-                 email = COALESCE($2, email),
-                 first_name = COALESCE($3, first_name),
-                 last_name = COALESCE($4, last_name),
-                 designation = CASE WHEN $5 THEN $6 ELSE designation END,
-                 is_active = COALESCE($7, is_active),
-                 updated_at = now()
+             UPDATE users SET {APPLY_UPDATE}
              WHERE id = ANY($1)
              RETURNING id)
          INSERT INTO user_audit (user_id, actor_id, job_id, changes)
          SELECT id, $8, $9, $10 FROM changed
          RETURNING user_id",
-    )
-    .bind(ids)
-    .bind(update.email.as_deref().map(str::trim))
-    .bind(update.first_name.as_deref().map(str::trim))
-    .bind(update.last_name.as_deref().map(str::trim))
-    .bind(update.designation.is_some())
-    .bind(
-        update
-            .designation
-            .clone()
-            .flatten()
-            .map(|d| d.trim().to_owned()),
-    )
-    .bind(update.is_active)
-    .bind(job.created_by)
-    .bind(job.id)
-    .bind(changes)
-    .fetch_all(&mut *tx)
-    .await
+        APPLY_UPDATE = super::repository::APPLY_UPDATE,
+    )))
+    .bind(ids);
+    crate::bind_update!(query, update)
+        .bind(job.created_by)
+        .bind(job.id)
+        .bind(changes)
+        .fetch_all(&mut *tx)
+        .await
 }

@@ -129,39 +129,55 @@ pub async fn shared_roles(
         .collect()
 }
 
+/// The `SET` list applying a [`UserUpdate`]: `$2`–`$7` are its values, bound
+/// by [`bind_update!`](crate::bind_update); `$1` is the caller's (an id, or
+/// the ids of a bulk batch). One statement text for `PATCH` and bulk jobs.
+pub const APPLY_UPDATE: &str = "email = COALESCE($2, email),
+            first_name = COALESCE($3, first_name),
+            last_name = COALESCE($4, last_name),
+            designation = CASE WHEN $5 THEN $6 ELSE designation END,
+            is_active = COALESCE($7, is_active),
+            updated_at = now()";
+
+/// Binds a [`UserUpdate`]'s values (trimmed) as `$2`–`$7` of
+/// [`APPLY_UPDATE`], after the caller bound `$1`. A macro because sqlx's
+/// query kinds (`query`, `query_as`, `query_scalar`) share no bind trait.
+#[macro_export]
+macro_rules! bind_update {
+    ($query:expr, $update:expr) => {{
+        let update: &$crate::users::model::UserUpdate = $update;
+        $query
+            .bind(update.email.as_deref().map(str::trim))
+            .bind(update.first_name.as_deref().map(str::trim))
+            .bind(update.last_name.as_deref().map(str::trim))
+            .bind(update.designation.is_some())
+            .bind(
+                update
+                    .designation
+                    .clone()
+                    .flatten()
+                    .map(|d| d.trim().to_owned()),
+            )
+            .bind(update.is_active)
+    }};
+}
+
 /// Applies the fields present in `update`.
 pub async fn update(
     pool: &PgPool,
     id: Uuid,
     update: &UserUpdate,
 ) -> Result<Option<User>, ApiError> {
-    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
-        "UPDATE users SET
-            email = COALESCE($2, email),
-            first_name = COALESCE($3, first_name),
-            last_name = COALESCE($4, last_name),
-            designation = CASE WHEN $5 THEN $6 ELSE designation END,
-            is_active = COALESCE($7, is_active),
-            updated_at = now()
+    let query = sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
+        "UPDATE users SET {APPLY_UPDATE}
          WHERE id = $1
          RETURNING {USER_COLUMNS}"
     )))
-    .bind(id)
-    .bind(update.email.as_deref().map(str::trim))
-    .bind(update.first_name.as_deref().map(str::trim))
-    .bind(update.last_name.as_deref().map(str::trim))
-    .bind(update.designation.is_some())
-    .bind(
-        update
-            .designation
-            .clone()
-            .flatten()
-            .map(|d| d.trim().to_owned()),
-    )
-    .bind(update.is_active)
-    .fetch_optional(pool)
-    .await
-    .map_err(email_conflict)
+    .bind(id);
+    crate::bind_update!(query, update)
+        .fetch_optional(pool)
+        .await
+        .map_err(email_conflict)
 }
 
 /// Deletes the user and their memberships; false when there was no such user.
