@@ -53,6 +53,9 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     /// `[activity]`: the activity buffer.
     pub activity: ActivitySettings,
+    /// `[cache]`: the shared second level (Redis) and cross-instance invalidation.
+    #[serde(default)]
+    pub cache: crate::shared_cache::CacheSettings,
     /// `[jobs]`: the background job workers (bulk operations).
     #[serde(default)]
     pub jobs: JobsSettings,
@@ -514,6 +517,7 @@ impl Settings {
             Duration::from_secs(60),
         )?;
         self.jobs.validate()?;
+        self.cache.validate()?;
         self.validate_alerts()?;
         check_duration(
             "dashboard.stream_interval",
