@@ -461,3 +461,131 @@ fn parse_lookup(value: Value, tags: usize) -> Result<Lookup, L2Error> {
         Some(value) => bytes(value).map(Lookup::Hit).ok_or(L2Error::Reply),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+
+    /// A private `redis-server` on a free port, killed on drop.
+    struct Server(Child, u16);
+
+    impl Server {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Server(child, port)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn client(port: u16) -> RedisL2 {
+        let mut settings = Settings::defaults();
+        settings.cache.redis_url = format!("redis://127.0.0.1:{port}");
+        RedisL2::from_settings(&settings, &Registry::new())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn tags(names: &[&str]) -> Vec<String> {
+        names.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    async fn stamp(l2: &RedisL2, key: &str, tags: &[String]) -> Stamp {
+        match l2.lookup("users", key, tags).await {
+            Some(Lookup::Miss(stamp)) => stamp,
+            Some(Lookup::Hit(_)) => panic!("{key} is cached"),
+            None => panic!("redis unavailable"),
+        }
+    }
+
+    async fn cached(l2: &RedisL2, key: &str, tags: &[String]) -> Option<Vec<u8>> {
+        match l2.lookup("users", key, tags).await {
+            Some(Lookup::Hit(bytes)) => Some(bytes),
+            Some(Lookup::Miss(_)) => None,
+            None => panic!("redis unavailable"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_that_began_before_an_invalidation_is_not_written() {
+        let server = Server::start();
+        let l2 = client(server.1);
+        let tags = tags(&["user:1", "org:9"]);
+        let ttl = Duration::from_secs(60);
+
+        // Began, then `org:9` was invalidated elsewhere, then it ends: refused.
+        let before = stamp(&l2, "k", &tags).await;
+        l2.invalidate_tags(&["users".into()], &["org:9"]).await;
+        l2.store("users", "k", &tags, before, b"old".to_vec(), ttl)
+            .await;
+        assert_eq!(cached(&l2, "k", &tags).await, None);
+
+        // A load that began after it is stored, and served.
+        let after = stamp(&l2, "k", &tags).await;
+        l2.store("users", "k", &tags, after, b"new".to_vec(), ttl)
+            .await;
+        assert_eq!(cached(&l2, "k", &tags).await.as_deref(), Some(&b"new"[..]));
+
+        // Invalidating either tag removes it; another cache's tag does not.
+        l2.invalidate_tags(&["users.viewers".into()], &["user:1"])
+            .await;
+        assert!(cached(&l2, "k", &tags).await.is_some());
+        l2.invalidate_tags(&["users".into(), "users.viewers".into()], &["user:1"])
+            .await;
+        assert_eq!(cached(&l2, "k", &tags).await, None);
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_lost_while_redis_was_away_orphans_every_older_entry() {
+        let server = Server::start();
+        let l2 = client(server.1);
+        let tags = tags(&["user:2"]);
+        let fresh = stamp(&l2, "k", &tags).await;
+        l2.store("users", "k", &tags, fresh, b"v".to_vec(), Duration::from_secs(60))
+            .await;
+        assert!(cached(&l2, "k", &tags).await.is_some());
+
+        // Pretend the invalidation of user:2 could not reach Redis.
+        l2.inner.dirty.store(true, Ordering::Release);
+        // The next call starts a new epoch: the old entry is gone for readers.
+        assert_eq!(cached(&l2, "k", &tags).await, None);
+        assert!(!l2.inner.dirty.load(Ordering::Acquire));
+        drop(server);
+    }
+
+    #[tokio::test]
+    async fn redis_down_is_a_miss_without_a_stamp_and_a_degraded_status() {
+        let server = Server::start();
+        let l2 = client(server.1);
+        drop(server);
+        assert!(l2.lookup("users", "k", &tags(&["user:3"])).await.is_none());
+        let status = l2.status(Duration::from_millis(200)).await;
+        assert_eq!(status.status, Status::Degraded);
+        assert!(status.error.is_some());
+    }
+}
