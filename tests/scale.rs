@@ -39,7 +39,10 @@ async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
 }
 
 /// The Redis keys of `app`'s users cache values.
-async fn l2_values(app: &TestApp, connection: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+async fn l2_values(
+    app: &TestApp,
+    connection: &mut redis::aio::MultiplexedConnection,
+) -> Vec<String> {
     let pattern = format!("{}:users:*:v:*", app.settings.cache.redis_prefix);
     redis::cmd("KEYS")
         .arg(pattern)
@@ -116,7 +119,9 @@ async fn a_patch_through_a_is_seen_through_b_within_100ms_at_p99() {
     let p50 = delays[trials / 2];
     let p99 = delays[trials * 99 / 100 - 1];
     let max = delays[trials - 1];
-    println!("PATCH via A -> GET via B over {trials} trials: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    println!(
+        "PATCH via A -> GET via B over {trials} trials: p50 {p50:?}, p99 {p99:?}, max {max:?}"
+    );
     assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
 }
 
@@ -158,7 +163,10 @@ async fn a_tag_invalidation_through_a_evicts_both_l1s_and_l2() {
         )
         .expect_status(200)
         .await;
-    assert!(removed["data"]["removed"].as_u64().unwrap() >= 1, "{removed}");
+    assert!(
+        removed["data"]["removed"].as_u64().unwrap() >= 1,
+        "{removed}"
+    );
 
     // L2 lost it before the answer; A's L1 too; B's L1 once NOTIFY arrives.
     let left = l2_values(&a, &mut connection).await;
@@ -181,7 +189,10 @@ async fn redis_stopped_during_traffic_costs_no_errors_and_l2_comes_back() {
     for _ in 0..10 {
         users.push(a.member(&owner, &org, "member").await.0);
     }
-    assert_eq!(readiness(&a).await["data"]["checks"]["redis"]["status"], "ok");
+    assert_eq!(
+        readiness(&a).await["data"]["checks"]["redis"]["status"],
+        "ok"
+    );
 
     // Traffic on both instances: reads, and writes that invalidate.
     let stop = Arc::new(AtomicBool::new(false));
@@ -230,7 +241,10 @@ async fn redis_stopped_during_traffic_costs_no_errors_and_l2_comes_back() {
             assert_eq!(report["data"]["status"], "degraded", "{report}");
             break;
         }
-        assert!(Instant::now() < deadline, "readiness never showed redis degraded: {report}");
+        assert!(
+            Instant::now() < deadline,
+            "readiness never showed redis degraded: {report}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let during_outage = requests.load(Ordering::Relaxed);
@@ -256,7 +270,12 @@ async fn redis_stopped_during_traffic_costs_no_errors_and_l2_comes_back() {
     stop.store(true, Ordering::Relaxed);
     let failures = traffic.await.unwrap();
     let total = requests.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{} of {total} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     println!("{total} requests across the outage, none failed");
 
     // L2 is used again: A's fill is what a new instance serves after a
@@ -271,7 +290,10 @@ async fn redis_stopped_during_traffic_costs_no_errors_and_l2_comes_back() {
         .iter()
         .any(|key| key.ends_with(user.as_str()))
     {
-        assert!(Instant::now() < deadline, "nothing written to L2 after Redis came back");
+        assert!(
+            Instant::now() < deadline,
+            "nothing written to L2 after Redis came back"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     sqlx::query("UPDATE users SET first_name = 'Direct' WHERE id = $1::uuid")
@@ -280,7 +302,11 @@ async fn redis_stopped_during_traffic_costs_no_errors_and_l2_comes_back() {
         .await
         .unwrap();
     let c = a.spawn_peer().await;
-    assert_eq!(first_name(&c, &owner, user).await, "Fresh", "served from L2");
+    assert_eq!(
+        first_name(&c, &owner, user).await,
+        "Fresh",
+        "served from L2"
+    );
 }
 
 /// Benchmark (run by hand, see BENCHMARKS.md): the latency of
@@ -291,8 +317,9 @@ async fn redis_stopped_during_traffic_costs_no_errors_and_l2_comes_back() {
 async fn bench_l1_hit_vs_l2_hit_vs_database_read() {
     let server = PrivateRedis::spawn();
     let (a, b) = pair(&server.url()).await;
-    let plain = TestApp::spawn_with(|settings| settings.database.url = a.settings.database.url.clone())
-        .await;
+    let plain =
+        TestApp::spawn_with(|settings| settings.database.url = a.settings.database.url.clone())
+            .await;
     let (owner, org) = a.owner_with_org("scale-bench").await;
     let users = 300;
     let mut ids = Vec::new();
@@ -315,7 +342,11 @@ async fn bench_l1_hit_vs_l2_hit_vs_database_read() {
     for user in &ids[1..] {
         first_name(&a, &owner, user).await; // fills L2
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !l2_values(&a, &mut connection).await.iter().any(|k| k.ends_with(user.as_str())) {
+        while !l2_values(&a, &mut connection)
+            .await
+            .iter()
+            .any(|k| k.ends_with(user.as_str()))
+        {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -184,19 +184,26 @@ async fn two_instances_share_jobs_and_the_survivor_finishes_a_killed_ones_share(
             .unwrap();
         assert_eq!(response.status(), 202, "{}", entry.log_tail());
         let body: Value = response.json().await.unwrap();
-        jobs.push(body["data"]["jobId"].as_str().unwrap().parse::<Uuid>().unwrap());
+        jobs.push(
+            body["data"]["jobId"]
+                .as_str()
+                .unwrap()
+                .parse::<Uuid>()
+                .unwrap(),
+        );
     }
 
     // Both instances work: each holds jobs at the same time.
     let deadline = Instant::now() + Duration::from_secs(120);
     let held = loop {
         let held = holders(&pool, &jobs).await;
-        let processed: i64 =
-            sqlx::query_scalar("SELECT COALESCE(sum(processed), 0)::int8 FROM jobs WHERE id = ANY($1)")
-                .bind(&jobs)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let processed: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(processed), 0)::int8 FROM jobs WHERE id = ANY($1)",
+        )
+        .bind(&jobs)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         if held.len() == 2 && processed >= BATCH * 10 {
             break held;
         }
@@ -213,13 +220,12 @@ async fn two_instances_share_jobs_and_the_survivor_finishes_a_killed_ones_share(
     first.child.kill().expect("SIGKILL the first process");
     first.child.wait().unwrap();
     let at_kill = holders(&pool, &jobs).await;
-    let (done_at_kill,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status = 'completed'",
-    )
-    .bind(&jobs)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (done_at_kill,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM jobs WHERE id = ANY($1) AND status = 'completed'")
+            .bind(&jobs)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(
         (done_at_kill as usize) < JOBS,
         "the kill must land before all jobs are done"
@@ -228,13 +234,12 @@ async fn two_instances_share_jobs_and_the_survivor_finishes_a_killed_ones_share(
 
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let (completed,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status = 'completed'",
-        )
-        .bind(&jobs)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let (completed,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM jobs WHERE id = ANY($1) AND status = 'completed'")
+                .bind(&jobs)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         if completed as usize == JOBS {
             break;
         }

@@ -410,16 +410,15 @@ impl RedisL2 {
         let mut connection = self.inner.connection.clone();
         let command = redis::cmd("PING");
         let ping = command.query_async::<String>(&mut connection);
-        let (latency_ms, error) = match tokio::time::timeout(limit.min(self.inner.timeout), ping)
-            .await
-        {
-            Ok(Ok(_)) => (Some(started.elapsed().as_secs_f64() * 1000.0), None),
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "readiness: redis ping failed");
-                (None, Some("unreachable".to_owned()))
-            }
-            Err(_) => (None, Some("timed out".to_owned())),
-        };
+        let (latency_ms, error) =
+            match tokio::time::timeout(limit.min(self.inner.timeout), ping).await {
+                Ok(Ok(_)) => (Some(started.elapsed().as_secs_f64() * 1000.0), None),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "readiness: redis ping failed");
+                    (None, Some("unreachable".to_owned()))
+                }
+                Err(_) => (None, Some("timed out".to_owned())),
+            };
         let breaker_closed = matches!(breaker, BreakerState::Closed | BreakerState::Disabled);
         let error = error.or_else(|| (!breaker_closed).then(|| "breaker not closed".to_owned()));
         L2Status {
@@ -566,8 +565,15 @@ mod tests {
         let l2 = client(server.1);
         let tags = tags(&["user:2"]);
         let fresh = stamp(&l2, "k", &tags).await;
-        l2.store("users", "k", &tags, fresh, b"v".to_vec(), Duration::from_secs(60))
-            .await;
+        l2.store(
+            "users",
+            "k",
+            &tags,
+            fresh,
+            b"v".to_vec(),
+            Duration::from_secs(60),
+        )
+        .await;
         assert!(cached(&l2, "k", &tags).await.is_some());
 
         // Pretend the invalidation of user:2 could not reach Redis.
