@@ -521,7 +521,10 @@ async fn hot_key_reads_never_see_a_value_older_than_the_last_write() {
                     let gone = removed.load(SeqCst);
                     let read = cache.get(&7).now_or_never().expect("get never waits");
                     if let Some(value) = read {
-                        assert!(value >= at_least, "read {value} after {at_least} was written");
+                        assert!(
+                            value >= at_least,
+                            "read {value} after {at_least} was written"
+                        );
                         assert!(value > gone, "read {value} after {gone} was removed");
                         served += 1;
                     }
@@ -549,7 +552,10 @@ async fn hot_key_reads_never_see_a_value_older_than_the_last_write() {
         }
     }
     done.store(true, SeqCst);
-    let served: u64 = readers.into_iter().map(|reader| reader.join().unwrap()).sum();
+    let served: u64 = readers
+        .into_iter()
+        .map(|reader| reader.join().unwrap())
+        .sum();
     assert!(served > 0, "the readers saw the key at least once");
     let snapshot = cache.snapshot();
     assert!(snapshot.hits >= 10_000 * 50, "{snapshot:?}");

@@ -107,10 +107,7 @@ where
             None => true,
             Some(slot) if Arc::ptr_eq(&slot.entry, entry) && slot.epoch == epoch => false,
             Some(slot) => {
-                slot.epoch != epoch
-                    || slot.entry.is_retired()
-                    || slot.key == *key
-                    || sometimes(8)
+                slot.epoch != epoch || slot.entry.is_retired() || slot.key == *key || sometimes(8)
             }
         };
         if replace {
