@@ -34,7 +34,7 @@ use crate::{
     jobs::{self, Handlers, JobEvents},
     middleware, openapi, ops, organizations,
     stacks::{Database, DomainLayer},
-    state::AppState,
+    state::{AppState, Shared},
     users::{
         self,
         activity::{ActivityBuffer, ActivityWriter},
@@ -77,7 +77,7 @@ impl Application {
         let users = UserCaches::new(settings.service("users").cache, &registry)?;
         let (activity, activity_writer) =
             ActivityBuffer::start(db.pool.clone(), &settings.activity);
-        let state = AppState {
+        let state = AppState::new(Shared {
             ops,
             db,
             registry,
@@ -88,7 +88,7 @@ impl Application {
             metrics,
             jobs: JobEvents::new(),
             started_at: Instant::now(),
-        };
+        });
         let router = app(state.clone())?;
         Ok(Self {
             listener,
