@@ -11,6 +11,7 @@ use crate::{
     auth::JwtKeys,
     config::Settings,
     jobs::JobEvents,
+    notifications::NotificationsState,
     ops::OpsState,
     stacks::Database,
     users::{activity::ActivityBuffer, cache::UserCaches},
@@ -39,4 +40,6 @@ pub struct AppState {
     pub started_at: Instant,
     /// Budget alerts (history, webhook) and the shutdown signal of long-lived streams.
     pub ops: OpsState,
+    /// Notification channels, events and queue figures.
+    pub notifications: NotificationsState,
 }
