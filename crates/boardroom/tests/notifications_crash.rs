@@ -125,7 +125,7 @@ async fn gateway(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap) -> St
         return StatusCode::BAD_REQUEST;
     };
     *seen.lock().unwrap().presented.entry(id.clone()).or_default() += 1;
-    tokio::time::sleep(Duration::from_millis(3)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
     seen.lock().unwrap().accepted.insert(id);
     StatusCode::OK
 }

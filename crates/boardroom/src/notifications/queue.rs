@@ -55,7 +55,10 @@ impl Claimed {
     }
 }
 
-/// Claims up to `limit` due deliveries for `worker`.
+/// Claims up to `limit` due deliveries for `worker`. In-app deliveries are
+/// stored in the feed by the claim itself (status `sent`, a feed position):
+/// the feed is the database, so the claim's commit is their delivery, once.
+/// The others are `sending` under a lease.
 pub async fn claim(
     pool: &PgPool,
     worker: &str,
@@ -72,8 +75,13 @@ pub async fn claim(
              FOR UPDATE SKIP LOCKED),
          claimed AS (
              UPDATE notification_deliveries d
-             SET status = 'sending', locked_by = $2,
-                 locked_until = now() + make_interval(secs => $3::double precision / 1000),
+             SET status = CASE WHEN d.channel = 'in_app' THEN 'sent' ELSE 'sending' END,
+                 locked_by = CASE WHEN d.channel = 'in_app' THEN NULL ELSE $2 END,
+                 locked_until = CASE WHEN d.channel = 'in_app' THEN NULL
+                     ELSE now() + make_interval(secs => $3::double precision / 1000) END,
+                 sent_at = CASE WHEN d.channel = 'in_app' THEN now() ELSE d.sent_at END,
+                 feed_seq = CASE WHEN d.channel = 'in_app'
+                                 THEN nextval('notification_feed_seq') ELSE d.feed_seq END,
                  updated_at = now()
              FROM picked WHERE d.id = picked.id
              RETURNING d.id, d.notification_id, d.user_id, d.channel, d.priority, d.attempts,
@@ -191,6 +199,20 @@ pub async fn finish(
     .fetch_one(pool)
     .await?;
     Ok(u64::try_from(written).unwrap_or(0))
+}
+
+/// Tells the SSE streams that the feeds of `users` grew (after the claim
+/// that stored them committed).
+pub async fn notify_inbox(pool: &PgPool, users: &[Uuid]) -> Result<(), ApiError> {
+    for chunk in users.chunks(200) {
+        let payload: Vec<String> = chunk.iter().map(|u| u.simple().to_string()).collect();
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(INBOX_CHANNEL)
+            .bind(payload.join(","))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Puts deliveries whose lease expired back in the queue (a crashed or

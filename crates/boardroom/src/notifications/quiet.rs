@@ -49,7 +49,8 @@ pub fn parse_time(text: &str) -> Option<NaiveTime> {
     NaiveTime::parse_from_str(text, "%H:%M")
         .or_else(|_| NaiveTime::parse_from_str(text, "%H:%M:%S"))
         .ok()
-        .filter(|_| text.len() == 5 || text.len() == 8)
+        // No leap seconds (chrono reads `:60` as one).
+        .filter(|t| (text.len() == 5 || text.len() == 8) && t.nanosecond() < 1_000_000_000)
 }
 
 impl QuietHours {

@@ -80,9 +80,12 @@ pub fn plan(
     now: DateTime<Utc>,
 ) -> Vec<Planned> {
     let due = request.scheduled_at.map_or(now, |at| at.max(now));
-    let mut planned = Vec::with_capacity(recipients.len() * request.channels.len());
+    let mut channels = request.channels.clone();
+    channels.sort_unstable();
+    channels.dedup();
+    let mut planned = Vec::with_capacity(recipients.len() * channels.len());
     for recipient in recipients {
-        for &channel in &request.channels {
+        for &channel in &channels {
             let prefs = &recipient.preferences;
             let (status, reason, run_at) =
                 if let Some(why) = prefs.suppression(channel, &request.r#type) {

@@ -104,6 +104,23 @@ impl Worker {
     async fn process(&self, batch: Vec<Claimed>) {
         let settings = &self.state.settings.notifications;
         let channels = &self.state.notifications.channels;
+        // In-app deliveries were stored by the claim: count them, wake the streams.
+        let (in_app, batch): (Vec<Claimed>, Vec<Claimed>) = batch
+            .into_iter()
+            .partition(|c| c.channel() == Some(Channel::InApp));
+        if !in_app.is_empty() {
+            metrics::counter!(DELIVERIES, "channel" => "in_app", "outcome" => "sent")
+                .increment(in_app.len() as u64);
+            let mut users: Vec<Uuid> = in_app.iter().map(|c| c.user_id).collect();
+            users.sort_unstable();
+            users.dedup();
+            if let Err(error) = queue::notify_inbox(&self.state.db.pool, &users).await {
+                tracing::debug!(%error, "notifications: feed wake-up not sent (streams re-read)");
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
         let outcomes: Vec<(Uuid, Outcome, Channel)> = stream::iter(batch)
             .map(|claimed| async move {
                 let channel = claimed.channel().unwrap_or(Channel::InApp);
