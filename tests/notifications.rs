@@ -105,7 +105,10 @@ async fn bad_input_is_a_clear_4xx() {
         .post_json("/v1/notifications", &token, &unknown)
         .expect_error(400, "invalid_input")
         .await;
-    assert!(error["field"].as_str().unwrap().starts_with("channels"), "{error}");
+    assert!(
+        error["field"].as_str().unwrap().starts_with("channels"),
+        "{error}"
+    );
 
     let mut empty = body.clone();
     empty["userIds"] = json!([]);
@@ -131,7 +134,10 @@ async fn bad_input_is_a_clear_4xx() {
         .expect_error(422, "validation_failed")
         .await;
     assert_eq!(error["field"], "userIds");
-    assert!(error["message"].as_str().unwrap().contains(&outsider), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains(&outsider),
+        "{error}"
+    );
 
     // Another tenant's organization is a 404; a plain member may not send.
     app.post_json("/v1/notifications", &other_token, &body)
@@ -150,13 +156,15 @@ async fn bad_input_is_a_clear_4xx() {
             .bearer_auth(&token)
             .json(&prefs)
     };
-    let error = put(json!({"quietHours": {"start": "22:00", "end": "07:00", "timezone": "Mars/Olympus"}}))
-        .expect_error(422, "validation_failed")
-        .await;
+    let error =
+        put(json!({"quietHours": {"start": "22:00", "end": "07:00", "timezone": "Mars/Olympus"}}))
+            .expect_error(422, "validation_failed")
+            .await;
     assert_eq!(error["field"], "quietHours.timezone");
-    let error = put(json!({"quietHours": {"start": "24:30", "end": "07:00", "timezone": "Europe/London"}}))
-        .expect_error(422, "validation_failed")
-        .await;
+    let error =
+        put(json!({"quietHours": {"start": "24:30", "end": "07:00", "timezone": "Europe/London"}}))
+            .expect_error(422, "validation_failed")
+            .await;
     assert_eq!(error["field"], "quietHours.start");
     put(json!({"channels": {"fax": false}}))
         .expect_error(400, "invalid_input")
@@ -186,19 +194,27 @@ async fn email_arrives_over_smtp_with_both_bodies_and_tracking() {
     let id = accepted["notificationId"].as_str().unwrap();
     let notification = settled(&app, &token, id).await;
     let deliveries = notification["deliveries"].as_array().unwrap().clone();
-    assert!(deliveries.iter().all(|d| d["status"] == "sent"), "{notification}");
+    assert!(
+        deliveries.iter().all(|d| d["status"] == "sent"),
+        "{notification}"
+    );
 
     let messages = smtp.messages();
     assert_eq!(messages.len(), 2, "{messages:?}");
     for delivery in &deliveries {
         let user = app
-            .get(&format!("/v1/users/{}", delivery["userId"].as_str().unwrap()), Some(&token))
+            .get(
+                &format!("/v1/users/{}", delivery["userId"].as_str().unwrap()),
+                Some(&token),
+            )
             .expect_status(200)
             .await["data"]
             .clone();
         let message = messages
             .iter()
-            .find(|m| m["messageId"] == json!(format!("<{}@boardroom>", delivery["id"].as_str().unwrap())))
+            .find(|m| {
+                m["messageId"] == json!(format!("<{}@boardroom>", delivery["id"].as_str().unwrap()))
+            })
             .expect("the delivery id is the Message-ID");
         assert_eq!(message["rcptTos"], json!([user["email"]]));
         assert_eq!(message["subject"], "Board meeting tomorrow");
@@ -213,18 +229,41 @@ async fn email_arrives_over_smtp_with_both_bodies_and_tracking() {
 
     // Opening the pixel of the first delivery sets openedAt (and only its).
     let html = messages[0]["html"].as_str().unwrap();
-    let pixel = html.split("/t/o/").nth(1).unwrap().split('"').next().unwrap();
-    let response = app.get(&format!("/t/o/{pixel}"), None).send().await.unwrap();
+    let pixel = html
+        .split("/t/o/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let response = app
+        .get(&format!("/t/o/{pixel}"), None)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "image/gif");
-    let link = html.split("/t/c/").nth(1).unwrap().split('"').next().unwrap();
+    let link = html
+        .split("/t/c/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let response = no_redirects.get(app.url(&format!("/t/c/{link}"))).send().await.unwrap();
+    let response = no_redirects
+        .get(app.url(&format!("/t/c/{link}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 302);
-    assert_eq!(response.headers()["location"], "https://example.org/agenda?m=7");
+    assert_eq!(
+        response.headers()["location"],
+        "https://example.org/agenda?m=7"
+    );
     // Unknown tokens and link numbers lead nowhere.
     let response = no_redirects
         .get(app.url(&format!("/t/c/{}.9", &link[..32])))
@@ -282,7 +321,10 @@ async fn preferences_suppress_and_quiet_hours_defer_but_urgent_passes() {
         .await;
     assert_eq!(answer["data"]["quietHours"]["timezone"], zone);
     let read = app
-        .get(&format!("/v1/users/{quiet}/notification-preferences"), Some(&token))
+        .get(
+            &format!("/v1/users/{quiet}/notification-preferences"),
+            Some(&token),
+        )
         .expect_status(200)
         .await;
     assert_eq!(read["data"], answer["data"]);
@@ -293,7 +335,12 @@ async fn preferences_suppress_and_quiet_hours_defer_but_urgent_passes() {
         .expect_status(200)
         .await;
 
-    let body = send_body(&org, &members, &["email", "push", "sms", "in_app"], "normal");
+    let body = send_body(
+        &org,
+        &members,
+        &["email", "push", "sms", "in_app"],
+        "normal",
+    );
     let accepted = send(&app, &token, &body).await;
     // quiet: 4 deferred. picky: sms and push suppressed, email and in-app queued.
     assert_eq!(accepted["deferred"], 4, "{accepted}");
@@ -301,7 +348,10 @@ async fn preferences_suppress_and_quiet_hours_defer_but_urgent_passes() {
     assert_eq!(accepted["queued"], 2, "{accepted}");
     let n = app
         .get(
-            &format!("/v1/notifications/{}", accepted["notificationId"].as_str().unwrap()),
+            &format!(
+                "/v1/notifications/{}",
+                accepted["notificationId"].as_str().unwrap()
+            ),
             Some(&token),
         )
         .expect_status(200)
@@ -310,10 +360,16 @@ async fn preferences_suppress_and_quiet_hours_defer_but_urgent_passes() {
     for d in n["deliveries"].as_array().unwrap() {
         if d["userId"] == json!(quiet) {
             assert_eq!(d["status"], "deferred", "{d}");
-            assert!(d["reason"].as_str().unwrap().starts_with("quiet_hours"), "{d}");
+            assert!(
+                d["reason"].as_str().unwrap().starts_with("quiet_hours"),
+                "{d}"
+            );
             let due: chrono::DateTime<Utc> = d["dueAt"].as_str().unwrap().parse().unwrap();
             let wait = due - Utc::now();
-            assert!(wait > chrono::Duration::minutes(100) && wait <= chrono::Duration::minutes(121), "{d}");
+            assert!(
+                wait > chrono::Duration::minutes(100) && wait <= chrono::Duration::minutes(121),
+                "{d}"
+            );
         } else if ["sms", "push"].contains(&d["channel"].as_str().unwrap()) {
             assert_eq!(d["status"], "suppressed", "{d}");
             assert!(d["reason"].is_string(), "{d}");
@@ -342,7 +398,11 @@ async fn an_idempotency_key_replays_or_conflicts() {
     assert_eq!(first["data"], again["data"]);
     let id = first["data"]["notificationId"].as_str().unwrap();
     let n = settled(&app, &token, id).await;
-    assert_eq!(n["deliveries"].as_array().unwrap().len(), 6, "one set of deliveries");
+    assert_eq!(
+        n["deliveries"].as_array().unwrap().len(),
+        6,
+        "one set of deliveries"
+    );
     let mut other = body.clone();
     other["title"] = json!("Something else");
     post(&other).expect_error(409, "conflict").await;
@@ -356,7 +416,12 @@ async fn the_in_app_feed_lists_unread_first_and_streams_with_resume() {
     let member_token = app.token_for(member_id);
     let mut ids = Vec::new();
     for priority in ["low", "urgent", "normal"] {
-        let accepted = send(&app, &token, &send_body(&org, &members, &["in_app"], priority)).await;
+        let accepted = send(
+            &app,
+            &token,
+            &send_body(&org, &members, &["in_app"], priority),
+        )
+        .await;
         let id = accepted["notificationId"].as_str().unwrap().to_owned();
         settled(&app, &token, &id).await;
         ids.push(id);
@@ -460,12 +525,22 @@ async fn with_a_backlog_urgent_goes_before_low_queued_earlier() {
     let (token, org, members) = board(&api, 5).await;
     let mut low = Vec::new();
     for _ in 0..10 {
-        let a = send(&api, &token, &send_body(&org, &members, &["in_app", "push"], "low")).await;
+        let a = send(
+            &api,
+            &token,
+            &send_body(&org, &members, &["in_app", "push"], "low"),
+        )
+        .await;
         low.push(a["notificationId"].as_str().unwrap().to_owned());
     }
     let mut urgent = Vec::new();
     for _ in 0..4 {
-        let a = send(&api, &token, &send_body(&org, &members, &["in_app", "push"], "urgent")).await;
+        let a = send(
+            &api,
+            &token,
+            &send_body(&org, &members, &["in_app", "push"], "urgent"),
+        )
+        .await;
         urgent.push(a["notificationId"].as_str().unwrap().to_owned());
     }
     let database = api.database.clone();
@@ -539,22 +614,43 @@ async fn bulk_sends_run_as_a_job_and_analytics_and_ops_report_them() {
     };
     assert_eq!(job["succeeded"], 5, "{job}");
     assert_eq!(job["failed"], 1, "{job}");
-    assert!(job["errors"][0]["message"].as_str().unwrap().contains("not members"), "{job}");
+    assert!(
+        job["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not members"),
+        "{job}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while smtp.messages().len() < 15 {
-        assert!(Instant::now() < deadline, "{} emails", smtp.messages().len());
+        assert!(
+            Instant::now() < deadline,
+            "{} emails",
+            smtp.messages().len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Open two of them.
     for message in smtp.messages().iter().take(2) {
         let html = message["html"].as_str().unwrap();
-        let pixel = html.split("/t/o/").nth(1).unwrap().split('"').next().unwrap();
-        app.get(&format!("/t/o/{pixel}"), None).expect_status(200).await;
+        let pixel = html
+            .split("/t/o/")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        app.get(&format!("/t/o/{pixel}"), None)
+            .expect_status(200)
+            .await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let report = loop {
         let report = app
-            .get(&format!("/v1/organizations/{org}/notifications/analytics?period=day"), Some(&token))
+            .get(
+                &format!("/v1/organizations/{org}/notifications/analytics?period=day"),
+                Some(&token),
+            )
             .expect_status(200)
             .await["data"]
             .clone();
@@ -572,7 +668,10 @@ async fn bulk_sends_run_as_a_job_and_analytics_and_ops_report_them() {
     assert_eq!(report["deliveryRate"], 1.0, "{report}");
     let open_rate = report["openRate"].as_f64().unwrap();
     assert!((open_rate - 2.0 / 15.0).abs() < 1e-9, "{report}");
-    assert!(report["p95QueuedToSentMs"].as_f64().unwrap() >= 0.0, "{report}");
+    assert!(
+        report["p95QueuedToSentMs"].as_f64().unwrap() >= 0.0,
+        "{report}"
+    );
     assert_eq!(report["series"].as_array().unwrap().len(), 25, "{report}");
     let bucketed: i64 = report["series"]
         .as_array()
@@ -581,9 +680,12 @@ async fn bulk_sends_run_as_a_job_and_analytics_and_ops_report_them() {
         .map(|b| b["total"].as_i64().unwrap())
         .sum();
     assert_eq!(bucketed, 30);
-    app.get(&format!("/v1/organizations/{org}/notifications/analytics?period=year"), Some(&token))
-        .expect_error(400, "invalid_input")
-        .await;
+    app.get(
+        &format!("/v1/organizations/{org}/notifications/analytics?period=year"),
+        Some(&token),
+    )
+    .expect_error(400, "invalid_input")
+    .await;
 
     // The ops views: queue figures and the provider breakers.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -593,7 +695,10 @@ async fn bulk_sends_run_as_a_job_and_analytics_and_ops_report_them() {
         .await["data"]["notifications"]
         .clone();
     assert_eq!(stats["depth"], 0, "{stats}");
-    assert!(stats["deliveriesPerSecond"].as_f64().unwrap() > 0.0, "{stats}");
+    assert!(
+        stats["deliveriesPerSecond"].as_f64().unwrap() > 0.0,
+        "{stats}"
+    );
     assert_eq!(stats["breakers"]["smtp"], "closed", "{stats}");
     let ready = app.get("/health/ready", None).expect_status(200).await;
     let check = &ready["data"]["checks"]["notifications"];

@@ -63,7 +63,14 @@ async fn sent(pool: &PgPool) -> i64 {
         .unwrap()
 }
 
-async fn enqueue(app: &TestApp, token: &str, org: Uuid, users: &[Uuid], channel: &str, sends: usize) {
+async fn enqueue(
+    app: &TestApp,
+    token: &str,
+    org: Uuid,
+    users: &[Uuid],
+    channel: &str,
+    sends: usize,
+) {
     for n in 0..sends {
         app.post_json(
             "/v1/notifications",
@@ -108,7 +115,10 @@ async fn drain(channel: &str, users_n: i64, sends: usize, smtp: Option<&SmtpSink
     })
     .await;
     while sent(&api.pool).await < total {
-        assert!(started.elapsed() < Duration::from_secs(600), "drain too slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "drain too slow"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();

@@ -47,7 +47,8 @@ impl SmtpSink {
     /// Starts one that refuses `share` (0..1) of messages with `code`.
     pub fn start_refusing(share: f64, code: u16) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/smtp_sink.py");
-        let folder = std::env::temp_dir().join(format!("boardroom-smtp-{}", Uuid::new_v4().simple()));
+        let folder =
+            std::env::temp_dir().join(format!("boardroom-smtp-{}", Uuid::new_v4().simple()));
         let port = free_port();
         let mut child = Command::new("python3")
             .arg(script)
@@ -68,7 +69,11 @@ impl SmtpSink {
             "READY",
             "the SMTP sink did not start (is aiosmtpd installed? `python3 -m pip install aiosmtpd`)"
         );
-        Self { child, port, folder }
+        Self {
+            child,
+            port,
+            folder,
+        }
     }
 
     /// `smtp://127.0.0.1:port`.
@@ -158,7 +163,13 @@ async fn receive(State(stub): State<StubState>, headers: HeaderMap, body: String
         stub.log.lock().unwrap().malformed += 1;
         return StatusCode::BAD_REQUEST;
     };
-    *stub.log.lock().unwrap().presented.entry(key.clone()).or_default() += 1;
+    *stub
+        .log
+        .lock()
+        .unwrap()
+        .presented
+        .entry(key.clone())
+        .or_default() += 1;
     if stub.behaviour.outage.load(Ordering::SeqCst) {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
@@ -193,7 +204,9 @@ impl GatewayStub {
             counter: Arc::new(AtomicU64::new(0)),
             auth: auth.map(str::to_owned),
         };
-        let app = Router::new().route("/send", post(receive)).with_state(state);
+        let app = Router::new()
+            .route("/send", post(receive))
+            .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {

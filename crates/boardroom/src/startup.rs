@@ -211,7 +211,11 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         )?))
         .merge(users::router().layer(DomainLayer::new("users", settings, registry)?))
         .merge(jobs::router().layer(DomainLayer::new("jobs", settings, registry)?))
-        .merge(notifications::router().layer(DomainLayer::new("notifications", settings, registry)?))
+        .merge(notifications::router().layer(DomainLayer::new(
+            "notifications",
+            settings,
+            registry,
+        )?))
         .routes(routes!(openapi::openapi_json))
         .split_for_parts();
     openapi::finish(&mut api);

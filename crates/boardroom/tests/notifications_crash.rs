@@ -103,7 +103,11 @@ async fn start(database_url: &str, gateway: &str, outbox: &std::path::Path, name
         if ready.is_ok_and(|r| r.status() == 200) {
             return process;
         }
-        assert!(Instant::now() < deadline, "not ready\n{}", process.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "not ready\n{}",
+            process.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -124,7 +128,12 @@ async fn gateway(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap) -> St
     else {
         return StatusCode::BAD_REQUEST;
     };
-    *seen.lock().unwrap().presented.entry(id.clone()).or_default() += 1;
+    *seen
+        .lock()
+        .unwrap()
+        .presented
+        .entry(id.clone())
+        .or_default() += 1;
     tokio::time::sleep(Duration::from_millis(10)).await;
     seen.lock().unwrap().accepted.insert(id);
     StatusCode::OK
@@ -176,7 +185,10 @@ async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() 
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let outbox = std::env::temp_dir().join(format!("boardroom-crash-outbox-{}", Uuid::new_v4().simple()));
+    let outbox = std::env::temp_dir().join(format!(
+        "boardroom-crash-outbox-{}",
+        Uuid::new_v4().simple()
+    ));
 
     let base = postgres_base_url();
     let database = format!("boardroom_notify_crash_{}", Uuid::new_v4().simple());
@@ -211,7 +223,11 @@ async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() 
 
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.lock().unwrap().accepted.len() < 300 {
-        assert!(Instant::now() < deadline, "no progress\n{}", first.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "no progress\n{}",
+            first.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut first = first;
@@ -245,10 +261,15 @@ async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() 
             .fetch_all(&pool)
             .await
             .unwrap();
-    let seen = seen.lock().unwrap();
-    let push: HashSet<String> = push_ids.iter().map(Uuid::to_string).collect();
-    assert_eq!(seen.accepted, push, "the gateway accepted every push delivery, nothing else");
-    let resent = seen.presented.values().filter(|&&n| n > 1).count();
+    let resent = {
+        let seen = seen.lock().unwrap();
+        let push: HashSet<String> = push_ids.iter().map(Uuid::to_string).collect();
+        assert_eq!(
+            seen.accepted, push,
+            "the gateway accepted every push delivery, nothing else"
+        );
+        seen.presented.values().filter(|&&n| n > 1).count()
+    };
     // Only what was in flight at the kill may be presented again.
     assert!(
         i64::try_from(resent).unwrap() <= sending,

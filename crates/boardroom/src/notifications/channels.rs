@@ -121,9 +121,10 @@ impl Channels {
         let sms = Gateway::new(Channel::Sms, &settings.notifications.sms, &outbox)?;
         let stack = |name: &str| ServiceStack::new(name, &settings.service(name), registry);
         Ok(Self {
-            email: Arc::new(Mutex::new(BoxCloneService::new(
-                tower::Layer::layer(&stack("smtp")?, email),
-            ))),
+            email: Arc::new(Mutex::new(BoxCloneService::new(tower::Layer::layer(
+                &stack("smtp")?,
+                email,
+            )))),
             push: Arc::new(Mutex::new(BoxCloneService::new(tower::Layer::layer(
                 &stack("push")?,
                 push,
@@ -166,7 +167,8 @@ pub fn links(message: &str) -> Vec<(usize, usize)> {
         let candidate = trimmed.trim_start_matches(['(', '"', '\'', '<']);
         let lead = trimmed.len() - candidate.len();
         if candidate.starts_with("http://") || candidate.starts_with("https://") {
-            let link = candidate.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '"', '\'', '>']);
+            let link =
+                candidate.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '"', '\'', '>']);
             if link.len() > "https://".len() {
                 found.push((offset + lead, offset + lead + link.len()));
             }
@@ -227,7 +229,11 @@ struct Email {
 }
 
 impl Email {
-    fn new(settings: &EmailSettings, public_url: &str, outbox: &std::path::Path) -> anyhow::Result<Self> {
+    fn new(
+        settings: &EmailSettings,
+        public_url: &str,
+        outbox: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         let transport = if settings.smtp_url.is_empty() {
             None
         } else {
@@ -303,7 +309,11 @@ impl Service<Arc<Outgoing>> for Email {
     }
 }
 
-async fn write_file(folder: &std::path::Path, path: PathBuf, bytes: Vec<u8>) -> Result<(), ChannelError> {
+async fn write_file(
+    folder: &std::path::Path,
+    path: PathBuf,
+    bytes: Vec<u8>,
+) -> Result<(), ChannelError> {
     tokio::fs::create_dir_all(folder)
         .await
         .map_err(|e| ChannelError::transient(format!("outbox {}: {e}", folder.display())))?;
@@ -328,7 +338,11 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn new(channel: Channel, settings: &GatewaySettings, outbox: &std::path::Path) -> anyhow::Result<Self> {
+    fn new(
+        channel: Channel,
+        settings: &GatewaySettings,
+        outbox: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         let url = if settings.url.is_empty() {
             None
         } else {
@@ -342,7 +356,11 @@ impl Gateway {
             None => None,
         };
         let client = reqwest::Client::builder()
-            .timeout(settings.timeout.unwrap_or(std::time::Duration::from_secs(5)))
+            .timeout(
+                settings
+                    .timeout
+                    .unwrap_or(std::time::Duration::from_secs(5)),
+            )
             .build()?;
         Ok(Self {
             channel,

@@ -147,7 +147,11 @@ impl NotificationSettings {
     /// Checks ranges, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.workers > 64 {
-            return Err(invalid("notifications.workers", self.workers, "must be between 0 and 64"));
+            return Err(invalid(
+                "notifications.workers",
+                self.workers,
+                "must be between 0 and 64",
+            ));
         }
         if !(1..=5000).contains(&self.batch_size) {
             return Err(invalid(
@@ -171,7 +175,11 @@ impl NotificationSettings {
             ));
         }
         if self.lease < Duration::from_millis(100) {
-            return Err(invalid("notifications.lease", "too short", "must be at least 100ms"));
+            return Err(invalid(
+                "notifications.lease",
+                "too short",
+                "must be at least 100ms",
+            ));
         }
         if self.poll_interval < Duration::from_millis(10) {
             return Err(invalid(
@@ -199,7 +207,11 @@ impl NotificationSettings {
             ("notifications.sms.url", &self.sms),
         ] {
             if !gateway.url.is_empty() && reqwest::Url::parse(&gateway.url).is_err() {
-                return Err(invalid(key, &gateway.url, "must be an http(s) URL or empty"));
+                return Err(invalid(
+                    key,
+                    &gateway.url,
+                    "must be an http(s) URL or empty",
+                ));
             }
             if !gateway.auth_header.is_empty() && !gateway.auth_header.contains(':') {
                 return Err(invalid(
@@ -216,9 +228,10 @@ impl NotificationSettings {
 impl EmailSettings {
     /// Checks the URL and sender, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.smtp_url.is_empty()
-            && !(self.smtp_url.starts_with("smtp://") || self.smtp_url.starts_with("smtps://"))
-        {
+        let known = self.smtp_url.is_empty()
+            || self.smtp_url.starts_with("smtp://")
+            || self.smtp_url.starts_with("smtps://");
+        if !known {
             return Err(invalid(
                 "email.smtp_url",
                 crate::config::redact_url(&self.smtp_url),
@@ -226,7 +239,11 @@ impl EmailSettings {
             ));
         }
         if self.from.parse::<lettre::message::Mailbox>().is_err() {
-            return Err(invalid("email.from", &self.from, "must be a mailbox such as `Name <a@b.c>`"));
+            return Err(invalid(
+                "email.from",
+                &self.from,
+                "must be a mailbox such as `Name <a@b.c>`",
+            ));
         }
         Ok(())
     }

@@ -51,17 +51,19 @@ impl NotificationEvents {
         let mut delay = Duration::from_millis(100);
         while !*stop.borrow() {
             let mut listener = match PgListener::connect(&database_url).await {
-                Ok(mut listener) => match listener.listen_all([QUEUED_CHANNEL, INBOX_CHANNEL]).await {
-                    Ok(()) => {
-                        delay = Duration::from_millis(100);
-                        listener
+                Ok(mut listener) => {
+                    match listener.listen_all([QUEUED_CHANNEL, INBOX_CHANNEL]).await {
+                        Ok(()) => {
+                            delay = Duration::from_millis(100);
+                            listener
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "notifications: LISTEN failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, "notifications: LISTEN failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                },
+                }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?delay, "notifications: cannot LISTEN; retrying");
                     tokio::select! {

@@ -269,7 +269,10 @@ pub async fn stream(
                 .and_then(|v| v.trim().parse::<i64>().ok())
                 .filter(|v| *v >= 0)
                 .ok_or_else(|| {
-                    ApiError::invalid("Last-Event-ID", "`Last-Event-ID` must be a feed position (an integer)")
+                    ApiError::invalid(
+                        "Last-Event-ID",
+                        "`Last-Event-ID` must be a feed position (an integer)",
+                    )
                 })?,
         ),
     };

@@ -57,10 +57,16 @@ impl ChannelSwitches {
 #[serde(deny_unknown_fields)]
 pub struct QuietHoursBody {
     /// Local start, `HH:MM`.
-    #[schema(example = "22:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")]
+    #[schema(
+        example = "22:00",
+        pattern = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+    )]
     pub start: String,
     /// Local end, `HH:MM` (before `start` for a window across midnight).
-    #[schema(example = "07:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")]
+    #[schema(
+        example = "07:00",
+        pattern = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+    )]
     pub end: String,
     /// IANA time zone name, e.g. `Europe/London`.
     #[schema(example = "Europe/London")]
@@ -102,10 +108,7 @@ impl Suppression {
     pub fn reason(self, channel: Channel, kind: &str) -> String {
         match self {
             Self::ChannelOff => format!("channel_disabled: {} is off", channel.as_str()),
-            Self::TypeOff => format!(
-                "type_disabled: {kind} is off for {}",
-                channel.as_str()
-            ),
+            Self::TypeOff => format!("type_disabled: {kind} is off for {}", channel.as_str()),
         }
     }
 }
@@ -175,6 +178,15 @@ impl Preferences {
 }
 
 type Row = (Value, Value, Option<String>, Option<String>, Option<String>);
+/// A row of [`load_many`]: the user and a [`Row`].
+type UserRow = (
+    Uuid,
+    Value,
+    Value,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 fn from_row((channels, types, start, end, zone): Row) -> Preferences {
     let quiet_hours = match (start, end, zone) {
@@ -210,23 +222,27 @@ pub async fn load_many(
     db: impl PgExecutor<'_>,
     user_ids: &[Uuid],
 ) -> Result<BTreeMap<Uuid, Resolved>, ApiError> {
-    let rows: Vec<(Uuid, Value, Value, Option<String>, Option<String>, Option<String>)> =
-        sqlx::query_as(
-            "SELECT user_id, channels, types, to_char(quiet_start, 'HH24:MI'),
+    let rows: Vec<UserRow> = sqlx::query_as(
+        "SELECT user_id, channels, types, to_char(quiet_start, 'HH24:MI'),
                     to_char(quiet_end, 'HH24:MI'), quiet_zone
              FROM notification_preferences WHERE user_id = ANY($1)",
-        )
-        .bind(user_ids)
-        .fetch_all(db)
-        .await?;
+    )
+    .bind(user_ids)
+    .fetch_all(db)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(id, c, t, s, e, z)| (id, Resolved::new(from_row((c, t, s, e, z)))))
         .collect())
 }
 
-async fn store(db: impl PgExecutor<'_>, user_id: Uuid, prefs: &Preferences) -> Result<(), ApiError> {
-    let channels = serde_json::to_value(prefs.channels).map_err(|e| ApiError::Internal(e.into()))?;
+async fn store(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    prefs: &Preferences,
+) -> Result<(), ApiError> {
+    let channels =
+        serde_json::to_value(prefs.channels).map_err(|e| ApiError::Internal(e.into()))?;
     let types = serde_json::to_value(&prefs.types).map_err(|e| ApiError::Internal(e.into()))?;
     let (start, end, zone) = match &prefs.quiet_hours {
         Some(q) => (

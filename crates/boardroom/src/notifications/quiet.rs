@@ -245,7 +245,9 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         assert_eq!(
-            QuietHours::parse("25:00", "07:00", "UTC").unwrap_err().field,
+            QuietHours::parse("25:00", "07:00", "UTC")
+                .unwrap_err()
+                .field,
             "start"
         );
         assert_eq!(
@@ -253,11 +255,15 @@ mod tests {
             "end"
         );
         assert_eq!(
-            QuietHours::parse("22:00", "07:00", "Mars/Olympus").unwrap_err().field,
+            QuietHours::parse("22:00", "07:00", "Mars/Olympus")
+                .unwrap_err()
+                .field,
             "timezone"
         );
         assert_eq!(
-            QuietHours::parse("22:00", "22:00", "UTC").unwrap_err().field,
+            QuietHours::parse("22:00", "22:00", "UTC")
+                .unwrap_err()
+                .field,
             "end"
         );
         assert!(QuietHours::parse("22:00:00", "06:59", "Europe/London").is_ok());

@@ -74,11 +74,7 @@ pub struct Recipient {
 }
 
 /// Expands a send to deliveries (pure: the rules of the module doc).
-pub fn plan(
-    request: &SendRequest,
-    recipients: &[Recipient],
-    now: DateTime<Utc>,
-) -> Vec<Planned> {
+pub fn plan(request: &SendRequest, recipients: &[Recipient], now: DateTime<Utc>) -> Vec<Planned> {
     let due = request.scheduled_at.map_or(now, |at| at.max(now));
     let mut channels = request.channels.clone();
     channels.sort_unstable();
@@ -89,7 +85,11 @@ pub fn plan(
             let prefs = &recipient.preferences;
             let (status, reason, run_at) =
                 if let Some(why) = prefs.suppression(channel, &request.r#type) {
-                    ("suppressed", Some(why.reason(channel, &request.r#type)), due)
+                    (
+                        "suppressed",
+                        Some(why.reason(channel, &request.r#type)),
+                        due,
+                    )
                 } else if channel == Channel::Email && recipient.email.is_none() {
                     (
                         "suppressed",
@@ -161,7 +161,10 @@ pub fn validate(request: &SendRequest) -> Result<(), ApiError> {
     }
     let title = request.title.trim();
     if title.is_empty() || request.title.chars().count() > 200 {
-        return Err(ApiError::validation("title", "`title` must be 1-200 characters"));
+        return Err(ApiError::validation(
+            "title",
+            "`title` must be 1-200 characters",
+        ));
     }
     if request.message.trim().is_empty() || request.message.chars().count() > 10_000 {
         return Err(ApiError::validation(
@@ -321,13 +324,15 @@ pub async fn store(
     .bind(&tokens)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE notifications SET queued = $2, deferred = $3, suppressed = $4 WHERE id = $1")
-        .bind(id)
-        .bind(accepted.queued)
-        .bind(accepted.deferred)
-        .bind(accepted.suppressed)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE notifications SET queued = $2, deferred = $3, suppressed = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(accepted.queued)
+    .bind(accepted.deferred)
+    .bind(accepted.suppressed)
+    .execute(&mut *tx)
+    .await?;
     if accepted.queued > 0 {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(QUEUED_CHANNEL)
@@ -572,12 +577,14 @@ mod tests {
     }
 
     fn night_owl() -> Recipient {
-        let mut prefs = Preferences::default();
-        prefs.quiet_hours = Some(QuietHoursBody {
-            start: "22:00".into(),
-            end: "07:00".into(),
-            timezone: "America/New_York".into(),
-        });
+        let mut prefs = Preferences {
+            quiet_hours: Some(QuietHoursBody {
+                start: "22:00".into(),
+                end: "07:00".into(),
+                timezone: "America/New_York".into(),
+            }),
+            ..Preferences::default()
+        };
         prefs.channels.sms = Some(false);
         prefs
             .types
@@ -602,9 +609,21 @@ mod tests {
             Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).unwrap()
         );
         assert_eq!(by(Channel::Push).status, "suppressed");
-        assert!(by(Channel::Push).reason.as_deref().unwrap().starts_with("type_disabled"));
+        assert!(
+            by(Channel::Push)
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("type_disabled")
+        );
         assert_eq!(by(Channel::Sms).status, "suppressed");
-        assert!(by(Channel::Sms).reason.as_deref().unwrap().starts_with("channel_disabled"));
+        assert!(
+            by(Channel::Sms)
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("channel_disabled")
+        );
         assert_eq!(by(Channel::InApp).status, "deferred");
 
         // Urgent passes quiet hours (not preferences).

@@ -55,13 +55,19 @@ impl StatsCell {
 
 /// HELP texts.
 pub(crate) fn describe() {
-    metrics::describe_gauge!(DEPTH, "Notification deliveries due now and waiting for a worker.");
+    metrics::describe_gauge!(
+        DEPTH,
+        "Notification deliveries due now and waiting for a worker."
+    );
     metrics::describe_gauge!(
         OLDEST,
         metrics::Unit::Seconds,
         "How long the oldest due notification delivery has waited past its due time."
     );
-    metrics::describe_gauge!(DEAD, "Notification deliveries that ran out of retries (dead letters).");
+    metrics::describe_gauge!(
+        DEAD,
+        "Notification deliveries that ran out of retries (dead letters)."
+    );
 }
 
 type Row = (i64, i64, i64, Option<f64>, i64, i64);

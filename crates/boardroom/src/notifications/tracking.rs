@@ -116,8 +116,8 @@ pub async fn click(
     let (start, end) = *links(&message)
         .get(n)
         .ok_or_else(|| ApiError::not_found("link"))?;
-    let location = HeaderValue::from_str(&message[start..end])
-        .map_err(|_| ApiError::not_found("link"))?;
+    let location =
+        HeaderValue::from_str(&message[start..end]).map_err(|_| ApiError::not_found("link"))?;
     state
         .db
         .run(async {

@@ -70,7 +70,9 @@ impl Worker {
                 last_recovery = Some(tokio::time::Instant::now());
                 match queue::recover_expired(&self.state.db.pool).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::warn!(recovered = n, "notifications: expired leases requeued"),
+                    Ok(n) => {
+                        tracing::warn!(recovered = n, "notifications: expired leases requeued")
+                    }
                     Err(error) => tracing::warn!(%error, "notifications: lease recovery failed"),
                 }
             }
@@ -90,7 +92,9 @@ impl Worker {
                     continue;
                 }
                 Ok(_) => {}
-                Err(error) => tracing::warn!(worker = %self.name, %error, "notifications: claim failed"),
+                Err(error) => {
+                    tracing::warn!(worker = %self.name, %error, "notifications: claim failed")
+                }
             }
             tokio::select! {
                 () = &mut notified => {}

@@ -322,7 +322,10 @@ pub async fn report(state: &AppState) -> HealthReport {
     let notifications = {
         let queue = state.notifications.stats.get();
         let stuck = queue.oldest_due_age_seconds > 60.0;
-        let breaker_open = queue.breakers.values().any(|s| s != "closed" && s != "disabled");
+        let breaker_open = queue
+            .breakers
+            .values()
+            .any(|s| s != "closed" && s != "disabled");
         NotificationsCheck {
             status: if stuck || breaker_open {
                 Status::Degraded
