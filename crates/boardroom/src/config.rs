@@ -190,6 +190,14 @@ pub struct ActivitySettings {
     /// buffer before a `503`. Default `1s`.
     #[serde(with = "duration")]
     pub enqueue_timeout: Duration,
+    /// `activity.view_window` — a profile view is recorded at most once per
+    /// (viewer, profile) within this window; `0s` records every view. Default `60s`.
+    #[serde(with = "duration", default = "default_view_window")]
+    pub view_window: Duration,
+}
+
+fn default_view_window() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[debug]`: switches for tests; never enable in production.
@@ -513,6 +521,7 @@ impl Settings {
             Duration::ZERO,
             Duration::from_secs(60),
         )?;
+        check_duration("activity.view_window", a.view_window, Duration::ZERO, HOUR)?;
         check_duration(
             "health.degraded_latency",
             self.health.degraded_latency,

@@ -34,7 +34,7 @@ use crate::{
     jobs::{self, Handlers, JobEvents},
     middleware, notifications, openapi, ops, organizations,
     stacks::{Database, DomainLayer},
-    state::AppState,
+    state::{AppState, Shared},
     users::{
         self,
         activity::{ActivityBuffer, ActivityWriter},
@@ -78,7 +78,7 @@ impl Application {
         let users = UserCaches::new(settings.service("users").cache, &registry)?;
         let (activity, activity_writer) =
             ActivityBuffer::start(db.pool.clone(), &settings.activity);
-        let state = AppState {
+        let state = AppState::new(Shared {
             ops,
             db,
             registry,
@@ -90,7 +90,7 @@ impl Application {
             jobs: JobEvents::new(),
             notifications,
             started_at: Instant::now(),
-        };
+        });
         let router = app(state.clone())?;
         Ok(Self {
             listener,
