@@ -170,8 +170,10 @@ async fn latency(channel: &str, rate: f64, seconds: u64, smtp: Option<&SmtpSink>
     .await
     .unwrap();
     let _ = std::fs::remove_dir_all(&outbox);
+    #[allow(clippy::cast_precision_loss)]
+    let offered = (sends * per_send) as f64 / seconds as f64;
     println!(
-        "| {channel} at {rate:.0}/s for {seconds} s | {} deliveries | p50 {:.1} ms | p99 {:.1} ms |",
+        "| {channel} aiming at {rate:.0}/s (offered {offered:.0}/s) for {seconds} s | {} deliveries | p50 {:.1} ms | p99 {:.1} ms |",
         sends * per_send,
         p50 * 1000.0,
         p99 * 1000.0
