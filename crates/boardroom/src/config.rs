@@ -56,6 +56,12 @@ pub struct Settings {
     /// `[jobs]`: the background job workers (bulk operations).
     #[serde(default)]
     pub jobs: JobsSettings,
+    /// `[notifications]`: delivery workers, retries, gateways, file outbox.
+    #[serde(default)]
+    pub notifications: crate::notifications::config::NotificationSettings,
+    /// `[email]`: the SMTP provider of the email channel.
+    #[serde(default)]
+    pub email: crate::notifications::config::EmailSettings,
     /// `[services.<name>]`: the resilience stack of each domain router
     /// (`users`, `organizations`) and dependency (`database`); see
     /// [`crate::stacks`]. A name left out gets the defaults.
@@ -523,6 +529,8 @@ impl Settings {
             Duration::from_secs(60),
         )?;
         self.jobs.validate()?;
+        self.notifications.validate()?;
+        self.email.validate()?;
         self.validate_alerts()?;
         check_duration(
             "dashboard.stream_interval",

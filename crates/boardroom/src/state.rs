@@ -14,6 +14,7 @@ use crate::{
     auth::JwtKeys,
     config::Settings,
     jobs::JobEvents,
+    notifications::NotificationsState,
     ops::OpsState,
     stacks::Database,
     users::{activity::ActivityBuffer, cache::UserCaches},
@@ -62,4 +63,6 @@ pub struct Shared {
     pub started_at: Instant,
     /// Budget alerts (history, webhook) and the shutdown signal of long-lived streams.
     pub ops: OpsState,
+    /// Notification channels, events and queue figures.
+    pub notifications: NotificationsState,
 }

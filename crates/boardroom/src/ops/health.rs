@@ -74,6 +74,20 @@ pub struct Checks {
     pub services: ServicesCheck,
     /// The activity buffer.
     pub activity: ActivityCheck,
+    /// The notification delivery queue.
+    pub notifications: NotificationsCheck,
+}
+
+/// The notification delivery queue (see `notifications::stats`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsCheck {
+    /// `degraded` when the oldest due delivery has waited over a minute or a
+    /// provider's breaker is not closed; never `down`.
+    pub status: Status,
+    /// The queue's figures (refreshed every 2 s).
+    #[serde(flatten)]
+    pub queue: crate::notifications::stats::QueueStats,
 }
 
 /// The in-memory activity buffer (see `users::activity`).
@@ -305,8 +319,25 @@ pub async fn report(state: &AppState) -> HealthReport {
             written: state.activity.written(),
         }
     };
+    let notifications = {
+        let queue = state.notifications.stats.get();
+        let stuck = queue.oldest_due_age_seconds > 60.0;
+        let breaker_open = queue
+            .breakers
+            .values()
+            .any(|s| s != "closed" && s != "disabled");
+        NotificationsCheck {
+            status: if stuck || breaker_open {
+                Status::Degraded
+            } else {
+                Status::Ok
+            },
+            queue,
+        }
+    };
     let status = database
         .status
+        .max(notifications.status)
         .max(pool.status)
         .max(memory.status)
         .max(services.status)
@@ -320,6 +351,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             memory,
             services,
             activity,
+            notifications,
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started_at.elapsed().as_secs(),
