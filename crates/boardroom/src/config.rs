@@ -59,6 +59,12 @@ pub struct Settings {
     /// `[jobs]`: the background job workers (bulk operations).
     #[serde(default)]
     pub jobs: JobsSettings,
+    /// `[notifications]`: delivery workers, retries, gateways, file outbox.
+    #[serde(default)]
+    pub notifications: crate::notifications::config::NotificationSettings,
+    /// `[email]`: the SMTP provider of the email channel.
+    #[serde(default)]
+    pub email: crate::notifications::config::EmailSettings,
     /// `[services.<name>]`: the resilience stack of each domain router
     /// (`users`, `organizations`) and dependency (`database`); see
     /// [`crate::stacks`]. A name left out gets the defaults.
@@ -527,6 +533,8 @@ impl Settings {
         )?;
         self.jobs.validate()?;
         self.cache.validate()?;
+        self.notifications.validate()?;
+        self.email.validate()?;
         self.validate_alerts()?;
         check_duration(
             "dashboard.stream_interval",

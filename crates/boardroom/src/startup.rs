@@ -32,7 +32,7 @@ use crate::{
     config::Settings,
     database,
     jobs::{self, Handlers, JobEvents},
-    middleware, openapi, ops, organizations,
+    middleware, notifications, openapi, ops, organizations,
     stacks::{Database, DomainLayer},
     state::{AppState, Shared},
     users::{
@@ -74,6 +74,7 @@ impl Application {
         let registry = Registry::new();
         let db = Database::new(pool, &settings, &registry)?;
         let ops = ops::OpsState::new(&settings, &registry);
+        let notifications = notifications::NotificationsState::new(&settings, &registry)?;
         let shared_cache = crate::shared_cache::SharedCache::new(&settings, &db, &registry)?;
         let users = UserCaches::new(settings.service("users").cache, &registry, &shared_cache)?;
         let (activity, activity_writer) =
@@ -88,6 +89,7 @@ impl Application {
             settings: Arc::new(settings),
             metrics,
             jobs: JobEvents::new(),
+            notifications,
             started_at: Instant::now(),
             shared_cache,
         });
@@ -113,7 +115,9 @@ impl Application {
 
     /// The job handlers of every domain, by kind.
     pub fn job_handlers() -> Handlers {
-        Handlers::new().with(users::bulk::BulkUpdateHandler)
+        Handlers::new()
+            .with(users::bulk::BulkUpdateHandler)
+            .with(notifications::bulk::BulkSendHandler)
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight
@@ -147,6 +151,7 @@ impl Application {
             &stop_rx,
             &mut background,
         );
+        notifications::start(&self.state, &stop_rx, &mut background);
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let ops_state = self.state.ops.clone();
         let signal = async move {
@@ -215,6 +220,11 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         )?))
         .merge(users::router().layer(DomainLayer::new("users", settings, registry)?))
         .merge(jobs::router().layer(DomainLayer::new("jobs", settings, registry)?))
+        .merge(notifications::router().layer(DomainLayer::new(
+            "notifications",
+            settings,
+            registry,
+        )?))
         .routes(routes!(openapi::openapi_json))
         .split_for_parts();
     openapi::finish(&mut api);

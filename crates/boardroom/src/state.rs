@@ -14,6 +14,7 @@ use crate::{
     auth::JwtKeys,
     config::Settings,
     jobs::JobEvents,
+    notifications::NotificationsState,
     ops::OpsState,
     stacks::Database,
     users::{activity::ActivityBuffer, cache::UserCaches},
@@ -64,4 +65,6 @@ pub struct Shared {
     pub ops: OpsState,
     /// The shared second-level cache and cross-instance invalidation.
     pub shared_cache: crate::shared_cache::SharedCache,
+    /// Notification channels, events and queue figures.
+    pub notifications: NotificationsState,
 }

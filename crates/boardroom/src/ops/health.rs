@@ -79,6 +79,20 @@ pub struct Checks {
     /// The shared second-level cache (Redis), when `cache.redis_url` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<crate::shared_cache::L2Status>,
+    /// The notification delivery queue.
+    pub notifications: NotificationsCheck,
+}
+
+/// The notification delivery queue (see `notifications::stats`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsCheck {
+    /// `degraded` when the oldest due delivery has waited over a minute or a
+    /// provider's breaker is not closed; never `down`.
+    pub status: Status,
+    /// The queue's figures (refreshed every 2 s).
+    #[serde(flatten)]
+    pub queue: crate::notifications::stats::QueueStats,
 }
 
 /// The in-memory activity buffer (see `users::activity`).
@@ -314,8 +328,25 @@ pub async fn report(state: &AppState) -> HealthReport {
         Some(l2) => Some(l2.status(state.settings.health.timeout).await),
         None => None,
     };
+    let notifications = {
+        let queue = state.notifications.stats.get();
+        let stuck = queue.oldest_due_age_seconds > 60.0;
+        let breaker_open = queue
+            .breakers
+            .values()
+            .any(|s| s != "closed" && s != "disabled");
+        NotificationsCheck {
+            status: if stuck || breaker_open {
+                Status::Degraded
+            } else {
+                Status::Ok
+            },
+            queue,
+        }
+    };
     let status = database
         .status
+        .max(notifications.status)
         .max(pool.status)
         .max(memory.status)
         .max(services.status)
@@ -331,6 +362,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             services,
             activity,
             redis,
+            notifications,
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started_at.elapsed().as_secs(),

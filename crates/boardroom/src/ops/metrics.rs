@@ -68,6 +68,7 @@ pub fn recorder() -> PrometheusHandle {
             super::health::describe();
             super::alerts::describe();
             crate::users::activity::describe();
+            crate::notifications::describe();
             handle
         })
         .clone()
@@ -78,7 +79,7 @@ pub fn recorder() -> PrometheusHandle {
 pub const DEAD_LETTERS: &str = "boardroom_dead_letters_total";
 
 /// The durable background queues, each with a `queue` label on [`DEAD_LETTERS`].
-pub const QUEUES: &[&str] = &["jobs"];
+pub const QUEUES: &[&str] = &["jobs", "notifications"];
 
 /// HELP texts and units for every metric this module records.
 fn describe() {
