@@ -6,8 +6,8 @@
 //! drops the database when the `TestApp` is dropped (best effort).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod redis;
 pub mod providers;
+pub mod redis;
 
 use std::{net::SocketAddr, time::Duration};
 
