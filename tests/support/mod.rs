@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod providers;
+pub mod redis;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -39,6 +40,8 @@ pub struct TestApp {
     /// The app's pool (tests may close it to simulate a lost database).
     pub pool: PgPool,
     keys: JwtKeys,
+    /// False for a peer started by [`TestApp::spawn_peer`]: the first app drops the database.
+    owns_database: bool,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -68,6 +71,18 @@ impl TestApp {
         settings.auth.jwt_secret = TEST_JWT_SECRET.to_owned();
         settings.debug.routes = true;
         configure(&mut settings);
+        Self::start(settings, database, true).await
+    }
+
+    /// A second instance of this app: the same settings (database, Redis,
+    /// secret) on another free port, as behind a load balancer.
+    pub async fn spawn_peer(&self) -> Self {
+        let mut settings = self.settings.clone();
+        settings.server.addr = "127.0.0.1:0".parse().unwrap();
+        Self::start(settings, self.database.clone(), false).await
+    }
+
+    async fn start(settings: Settings, database: String, owns_database: bool) -> Self {
         settings.validate().expect("test settings are valid");
 
         let application = Application::build(settings.clone())
@@ -89,6 +104,7 @@ impl TestApp {
                 .build()
                 .unwrap(),
             pool,
+            owns_database,
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -273,6 +289,9 @@ impl Drop for TestApp {
         }
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+        if !self.owns_database {
+            return;
         }
         let database = self.database.clone();
         // Best effort, on its own thread: Drop cannot await, and the test's

@@ -53,6 +53,9 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     /// `[activity]`: the activity buffer.
     pub activity: ActivitySettings,
+    /// `[cache]`: the shared second level (Redis) and cross-instance invalidation.
+    #[serde(default)]
+    pub cache: crate::shared_cache::CacheSettings,
     /// `[jobs]`: the background job workers (bulk operations).
     #[serde(default)]
     pub jobs: JobsSettings,
@@ -529,6 +532,7 @@ impl Settings {
             Duration::from_secs(60),
         )?;
         self.jobs.validate()?;
+        self.cache.validate()?;
         self.notifications.validate()?;
         self.email.validate()?;
         self.validate_alerts()?;

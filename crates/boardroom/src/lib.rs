@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod ops;
 pub mod organizations;
 pub mod pagination;
+pub mod shared_cache;
 pub mod stacks;
 pub mod startup;
 pub mod state;

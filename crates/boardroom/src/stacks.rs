@@ -66,7 +66,7 @@ pub const DOMAINS: &[&str] = &["organizations", "users", "jobs", "debug", "notif
 pub const CHANNELS: &[&str] = crate::notifications::channels::STACKS;
 
 /// The dependency stacks (only their `breaker` section is used).
-pub const DEPENDENCIES: &[&str] = &["database"];
+pub const DEPENDENCIES: &[&str] = &["database", crate::shared_cache::REDIS_SERVICE];
 
 /// Checks every `[services.<name>]` table by building it into a throwaway
 /// registry: unknown names, sections a name does not use, and values the
@@ -116,6 +116,7 @@ pub fn validate(settings: &Settings) -> Result<(), ConfigError> {
         ServiceStack::new(*name, &settings.service(name), &registry).map_err(ConfigError::from)?;
     }
     Database::breaker(settings, &registry).map_err(ConfigError::from)?;
+    crate::shared_cache::validate_service(settings)?;
     Ok(())
 }
 

@@ -75,7 +75,8 @@ impl Application {
         let db = Database::new(pool, &settings, &registry)?;
         let ops = ops::OpsState::new(&settings, &registry);
         let notifications = notifications::NotificationsState::new(&settings, &registry)?;
-        let users = UserCaches::new(settings.service("users").cache, &registry)?;
+        let shared_cache = crate::shared_cache::SharedCache::new(&settings, &db, &registry)?;
+        let users = UserCaches::new(settings.service("users").cache, &registry, &shared_cache)?;
         let (activity, activity_writer) =
             ActivityBuffer::start(db.pool.clone(), &settings.activity);
         let state = AppState::new(Shared {
@@ -90,6 +91,7 @@ impl Application {
             jobs: JobEvents::new(),
             notifications,
             started_at: Instant::now(),
+            shared_cache,
         });
         let router = app(state.clone())?;
         Ok(Self {
@@ -133,6 +135,13 @@ impl Application {
         background.spawn(
             self.state
                 .jobs
+                .clone()
+                .listen(self.state.settings.database.url.clone(), stop_rx.clone()),
+        );
+        // Other instances' cache invalidations, applied to this one's L1.
+        background.spawn(
+            self.state
+                .shared_cache
                 .clone()
                 .listen(self.state.settings.database.url.clone(), stop_rx.clone()),
         );

@@ -63,6 +63,8 @@ pub struct Shared {
     pub started_at: Instant,
     /// Budget alerts (history, webhook) and the shutdown signal of long-lived streams.
     pub ops: OpsState,
+    /// The shared second-level cache and cross-instance invalidation.
+    pub shared_cache: crate::shared_cache::SharedCache,
     /// Notification channels, events and queue figures.
     pub notifications: NotificationsState,
 }

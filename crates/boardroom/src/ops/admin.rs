@@ -526,7 +526,8 @@ pub async fn invalidate_cache(
             "each tag must be 1 to 200 characters",
         ));
     }
-    let removed = state.registry.cache_invalidate_tags(&body.tags).await;
+    // L2, this instance's caches and (published) every other instance's.
+    let removed = state.shared_cache.invalidate_tags(&body.tags).await;
     tracing::info!(operator = %op.user_id, action = "cache.invalidate", tags = ?body.tags, removed, "admin action");
     Ok(envelope::ok(InvalidateResult {
         tags: body.tags,

@@ -4,8 +4,10 @@
 //! `GET /health/ready` (and `GET /health`) check the database (a `SELECT 1`
 //! with its round-trip time, bounded by `health.timeout`), the pool and the
 //! process memory; each check has its own status and the overall status is
-//! the worst of them: `ok`, `degraded` (slow database, exhausted pool) or
-//! `down` (database unreachable), which answers `503`.
+//! the worst of them: `ok`, `degraded` (slow database, exhausted pool, the
+//! shared Redis cache unreachable or its breaker open) or `down` (database
+//! unreachable), which answers `503`. `checks.redis` is present only when
+//! `cache.redis_url` is set; Redis is never a reason for `down`.
 //!
 //! Every report also sets `boardroom_readiness_state{state}` (one series per
 //! status, exactly one at 1), refreshed every few seconds by
@@ -74,6 +76,9 @@ pub struct Checks {
     pub services: ServicesCheck,
     /// The activity buffer.
     pub activity: ActivityCheck,
+    /// The shared second-level cache (Redis), when `cache.redis_url` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<crate::shared_cache::L2Status>,
     /// The notification delivery queue.
     pub notifications: NotificationsCheck,
 }
@@ -319,6 +324,10 @@ pub async fn report(state: &AppState) -> HealthReport {
             written: state.activity.written(),
         }
     };
+    let redis = match state.shared_cache.l2() {
+        Some(l2) => Some(l2.status(state.settings.health.timeout).await),
+        None => None,
+    };
     let notifications = {
         let queue = state.notifications.stats.get();
         let stuck = queue.oldest_due_age_seconds > 60.0;
@@ -341,7 +350,8 @@ pub async fn report(state: &AppState) -> HealthReport {
         .max(pool.status)
         .max(memory.status)
         .max(services.status)
-        .max(activity.status);
+        .max(activity.status)
+        .max(redis.as_ref().map_or(Status::Ok, |redis| redis.status));
     record_readiness(status);
     HealthReport {
         status,
@@ -351,6 +361,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             memory,
             services,
             activity,
+            redis,
             notifications,
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),

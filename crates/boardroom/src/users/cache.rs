@@ -23,19 +23,27 @@
 //! a `PATCH` shows the change. Hot profiles are refreshed ahead of expiry
 //! (`refresh_threshold`).
 //!
-//! Each instance has its own caches; several instances stay coherent only
-//! within the `ttl` until cross-instance invalidation exists.
+//! With several instances, both caches are [`TieredCache`]s: an L1 miss
+//! asks the shared Redis level (when `cache.redis_url` is set) before the
+//! database, and every invalidation goes through [`SharedCache`], which
+//! clears L2, this instance's L1 and — over PostgreSQL `NOTIFY` — every other
+//! instance's L1 (see [`crate::shared_cache`]).
 
 use std::sync::Arc;
 
 use resilience::cache::{Cache, CacheConfig, LoadError};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{model::User, repository};
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    error::ApiError,
+    shared_cache::{SharedCache, TieredCache},
+    state::AppState,
+};
 
 /// What every request needs to know about its caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Viewer {
     /// `Some(false)` when the caller's profile is deactivated; `None` when
     /// the identity has no profile (yet).
@@ -50,8 +58,9 @@ type Scope = Option<Uuid>;
 /// The users domain's caches (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct UserCaches {
-    viewers: Cache<Uuid, Arc<Viewer>>,
-    profiles: Cache<(Scope, Uuid), Option<Arc<User>>>,
+    viewers: TieredCache<Uuid, Arc<Viewer>>,
+    profiles: TieredCache<(Scope, Uuid), Option<Arc<User>>>,
+    shared: SharedCache,
 }
 
 /// The tag of everything cached about user `id`.
@@ -65,25 +74,32 @@ pub fn org_tag(id: Uuid) -> String {
 }
 
 impl UserCaches {
-    /// Builds both caches from `config` and registers them in `registry`.
+    /// Builds both caches from `config`, registers them in `registry` and
+    /// puts them behind `shared`'s second level.
     pub fn new(
         config: Option<CacheConfig>,
         registry: &resilience::registry::Registry,
+        shared: &SharedCache,
     ) -> anyhow::Result<Self> {
         let config = config.unwrap_or_default();
+        let ttl = config.ttl;
         let viewers = Cache::new("users.viewers", config.clone())?;
         let profiles = Cache::new("users", config)?;
         registry.register_cache(viewers.handle())?;
         registry.register_cache(profiles.handle())?;
-        Ok(Self { viewers, profiles })
+        Ok(Self {
+            viewers: TieredCache::new(viewers, shared, ttl),
+            profiles: TieredCache::new(profiles, shared, ttl),
+            shared: shared.clone(),
+        })
     }
 
     /// The caller `user_id` (cached).
     pub async fn viewer(&self, state: &AppState, user_id: Uuid) -> Result<Arc<Viewer>, ApiError> {
-        let tag = user_tag(user_id);
+        let tags = vec![user_tag(user_id)];
         let state = state.clone();
         self.viewers
-            .get_or_load(user_id, &[tag.as_str()], move || async move {
+            .get_or_load(user_id, tags, move || async move {
                 let viewer = state
                     .db
                     .run(repository::viewer(&state.db.pool, user_id))
@@ -109,28 +125,26 @@ impl UserCaches {
             tags.push(user_tag(caller));
             tags.extend(scope.organizations.iter().map(|&o| org_tag(o)));
         }
-        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
         let state = state.clone();
         self.profiles
-            .get_or_load((viewer, target), &tags, move || async move {
+            .get_or_load((viewer, target), tags, move || async move {
                 load_visible(&state, viewer, target).await
             })
             .await
             .map_err(from_load)
     }
 
-    /// Drops everything cached about each of `users` (as target and caller).
+    /// Drops everything cached about each of `users` (as target and caller),
+    /// in both levels and on every instance.
     pub async fn invalidate_users(&self, users: &[Uuid]) {
-        for &id in users {
-            let tag = user_tag(id);
-            self.viewers.invalidate_tag(&tag).await;
-            self.profiles.invalidate_tag(&tag).await;
-        }
+        let tags: Vec<String> = users.iter().map(|&id| user_tag(id)).collect();
+        self.shared.invalidate_tags(&tags).await;
     }
 
-    /// Drops every profile cached through organization `id`.
+    /// Drops every profile cached through organization `id`, in both levels
+    /// and on every instance.
     pub async fn invalidate_organization(&self, id: Uuid) {
-        self.profiles.invalidate_tag(&org_tag(id)).await;
+        self.shared.invalidate_tags(&[org_tag(id)]).await;
     }
 }
 
