@@ -6,6 +6,8 @@
 //! drops the database when the `TestApp` is dropped (best effort).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod clamd;
+
 use std::{net::SocketAddr, time::Duration};
 
 use boardroom::{auth::JwtKeys, config::Settings, startup::Application};

@@ -56,6 +56,15 @@ pub struct Settings {
     /// `[jobs]`: the background job workers (bulk operations).
     #[serde(default)]
     pub jobs: JobsSettings,
+    /// `[storage]`: the object store of assets.
+    #[serde(default)]
+    pub storage: crate::assets::settings::StorageSettings,
+    /// `[scanner]`: the clamd virus scanner of assets.
+    #[serde(default)]
+    pub scanner: crate::assets::settings::ScannerSettings,
+    /// `[assets]`: uploads, processing and downloads.
+    #[serde(default)]
+    pub assets: crate::assets::settings::AssetSettings,
     /// `[services.<name>]`: the resilience stack of each domain router
     /// (`users`, `organizations`) and dependency (`database`); see
     /// [`crate::stacks`]. A name left out gets the defaults.
@@ -514,6 +523,7 @@ impl Settings {
             Duration::from_secs(60),
         )?;
         self.jobs.validate()?;
+        crate::assets::settings::validate(&self.storage, &self.scanner, &self.assets)?;
         self.validate_alerts()?;
         check_duration(
             "dashboard.stream_interval",
@@ -635,6 +645,11 @@ fn describe_figment_error(error: &figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Parses a size given as bytes or with a unit (`"512KiB"`, `"1MiB"`, `"2MB"`).
+pub fn parse_size(text: &str) -> Option<usize> {
+    byte_size::parse(text)
 }
 
 /// Hides the password of a connection URL for logs and messages.

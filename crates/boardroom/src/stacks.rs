@@ -60,10 +60,11 @@ use crate::{
 /// The domain routers that run inside a stack of their own. `debug` is the
 /// test-only routes' stack (built only with `debug.routes`), so tests can
 /// slow a real operation past its budget.
-pub const DOMAINS: &[&str] = &["organizations", "users", "jobs", "debug"];
+pub const DOMAINS: &[&str] = &["organizations", "users", "jobs", "debug", "assets", "files"];
 
 /// The dependency stacks (only their `breaker` section is used).
-pub const DEPENDENCIES: &[&str] = &["database"];
+/// `clamd`, `thumbnails` and `extract` are the asset processing steps.
+pub const DEPENDENCIES: &[&str] = &["database", "clamd", "thumbnails", "extract"];
 
 /// Checks every `[services.<name>]` table by building it into a throwaway
 /// registry: unknown names, sections a name does not use, and values the

@@ -77,7 +77,9 @@ impl Application {
         let users = UserCaches::new(settings.service("users").cache, &registry)?;
         let (activity, activity_writer) =
             ActivityBuffer::start(db.pool.clone(), &settings.activity);
+        let assets = crate::assets::AssetServices::new(&settings, &registry)?;
         let state = AppState {
+            assets,
             ops,
             db,
             registry,
@@ -138,6 +140,7 @@ impl Application {
             &stop_rx,
             &mut background,
         );
+        crate::assets::processing::spawn(&self.state, &stop_rx, &mut background);
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let ops_state = self.state.ops.clone();
         let signal = async move {
@@ -206,6 +209,11 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         )?))
         .merge(users::router().layer(DomainLayer::new("users", settings, registry)?))
         .merge(jobs::router().layer(DomainLayer::new("jobs", settings, registry)?))
+        .merge(
+            crate::assets::router()
+                .layer(DomainLayer::new("assets", settings, registry)?),
+        )
+        .merge(crate::assets::files_router().layer(DomainLayer::new("files", settings, registry)?))
         .routes(routes!(openapi::openapi_json))
         .split_for_parts();
     openapi::finish(&mut api);

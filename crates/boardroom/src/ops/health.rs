@@ -74,6 +74,8 @@ pub struct Checks {
     pub services: ServicesCheck,
     /// The activity buffer.
     pub activity: ActivityCheck,
+    /// Assets: object store, clamd, processing backlog.
+    pub assets: crate::assets::health::AssetsCheck,
 }
 
 /// The in-memory activity buffer (see `users::activity`).
@@ -232,7 +234,7 @@ async fn readiness(state: &AppState, headers: &HeaderMap) -> Response {
     let down = report.status == Status::Down;
     let error = down.then(|| ErrorBody {
         code: "unavailable".into(),
-        message: "the service is not ready: the database is unreachable".into(),
+        message: "the service is not ready: the database or the object store is unreachable".into(),
         request_id: headers
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
@@ -305,8 +307,10 @@ pub async fn report(state: &AppState) -> HealthReport {
             written: state.activity.written(),
         }
     };
+    let assets = crate::assets::health::check(state).await;
     let status = database
         .status
+        .max(assets.status)
         .max(pool.status)
         .max(memory.status)
         .max(services.status)
@@ -320,6 +324,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             memory,
             services,
             activity,
+            assets,
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started_at.elapsed().as_secs(),
