@@ -4,6 +4,13 @@
 -- The file itself lives in object storage under a key derived from the id
 -- (`assets/<id>/v<version>`), never from the client's file name.
 
+-- array_to_string is only STABLE (it depends on the element type's output
+-- function); for text[] it cannot change, so a generated column may use it
+-- through this wrapper.
+CREATE FUNCTION assets_tags_text(tags text[]) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN array_to_string(tags, ' ');
+
 CREATE TABLE assets (
     id                    uuid PRIMARY KEY,
     organization_id       uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
@@ -42,7 +49,7 @@ CREATE TABLE assets (
     search                tsvector GENERATED ALWAYS AS (
         setweight(to_tsvector('english', title), 'A')
         || setweight(to_tsvector('english', coalesce(description, '')), 'B')
-        || setweight(to_tsvector('english', array_to_string(tags, ' ')), 'B')
+        || setweight(to_tsvector('english', assets_tags_text(tags)), 'B')
         || setweight(to_tsvector('english', left(coalesce(extracted_text, ''), 200000)), 'C')
     ) STORED
 );
