@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use boardroom::assets::token::DownloadSigner;
-use boardroom_tests::{SendExpect, TEST_JWT_SECRET, TestApp, clamd::{Clamd, EICAR}};
+use boardroom_tests::{
+    SendExpect, TEST_JWT_SECRET, TestApp,
+    clamd::{Clamd, EICAR},
+};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -23,8 +26,14 @@ impl Drop for TempDir {
     }
 }
 
-async fn spawn(clamd: Option<&Clamd>, configure: impl FnOnce(&mut boardroom::config::Settings)) -> Env {
-    let dir = std::env::temp_dir().join(format!("boardroom-assets-{}", uuid::Uuid::new_v4().simple()));
+async fn spawn(
+    clamd: Option<&Clamd>,
+    configure: impl FnOnce(&mut boardroom::config::Settings),
+) -> Env {
+    let dir = std::env::temp_dir().join(format!(
+        "boardroom-assets-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let path = dir.display().to_string();
     let url = clamd.map(Clamd::url).unwrap_or_default();
     let app = TestApp::spawn_with(|s| {
@@ -96,18 +105,26 @@ fn pdf(text: &str) -> Vec<u8> {
         out.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
     }
     let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
     for offset in offsets {
         out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
     }
     out.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
     );
     out
 }
 
 fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
     let mut out = std::io::Cursor::new(Vec::new());
     image.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
@@ -118,7 +135,8 @@ fn docx(paragraphs: &[&str]) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut out);
-        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
         zip.start_file("word/document.xml", options).unwrap();
         let body: String = paragraphs
             .iter()
@@ -133,10 +151,14 @@ fn docx(paragraphs: &[&str]) -> Vec<u8> {
 }
 
 async fn download_url(app: &TestApp, token: &str, id: &str, expires_in: i64) -> reqwest::Response {
-    app.post_json(&format!("/v1/assets/{id}/download-url"), token, &json!({"expiresIn": expires_in}))
-        .send()
-        .await
-        .unwrap()
+    app.post_json(
+        &format!("/v1/assets/{id}/download-url"),
+        token,
+        &json!({"expiresIn": expires_in}),
+    )
+    .send()
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -178,38 +200,87 @@ async fn a_clean_pdf_is_scanned_extracted_found_and_downloaded() {
     assert_eq!(hit["id"], json!(id));
     assert!(hit["rank"].as_f64().unwrap() > 0.0, "{hit}");
     assert!(hit["highlight"].as_str().unwrap().contains("<b>"), "{hit}");
-    assert_eq!(found["facets"]["mimeTypes"][0], json!({"value": "application/pdf", "count": 1}));
-    assert_eq!(found["facets"]["categories"][0], json!({"value": "reports", "count": 1}));
+    assert_eq!(
+        found["facets"]["mimeTypes"][0],
+        json!({"value": "application/pdf", "count": 1})
+    );
+    assert_eq!(
+        found["facets"]["categories"][0],
+        json!({"value": "reports", "count": 1})
+    );
     // Filters narrow it.
     let none = app
-        .get("/v1/assets?query=treasury&mimeType=image%2Fpng", Some(&token))
+        .get(
+            "/v1/assets?query=treasury&mimeType=image%2Fpng",
+            Some(&token),
+        )
         .expect_status(200)
         .await;
     assert_eq!(none["data"]["pagination"]["total"], 0);
-    let by_tag = app.get("/v1/assets?tags=finance", Some(&token)).expect_status(200).await;
+    let by_tag = app
+        .get("/v1/assets?tags=finance", Some(&token))
+        .expect_status(200)
+        .await;
     assert_eq!(by_tag["data"]["pagination"]["total"], 1);
 
     // A signed link serves the bytes with ETag, Range and caching headers.
-    let link = boardroom_tests::expect_status(download_url(app, &token, &id, 600).await, 200).await["data"].clone();
+    let link = boardroom_tests::expect_status(download_url(app, &token, &id, 600).await, 200).await
+        ["data"]
+        .clone();
     assert_eq!(link["fileName"], "Q3 report.pdf");
     let url = app.url(link["url"].as_str().unwrap());
     let full = app.client.get(&url).send().await.unwrap();
     assert_eq!(full.status(), 200);
     let etag = full.headers()["etag"].to_str().unwrap().to_owned();
-    assert!(full.headers()["content-disposition"].to_str().unwrap().contains("Q3 report.pdf"));
-    assert!(full.headers()["cache-control"].to_str().unwrap().starts_with("public, max-age="));
+    assert!(
+        full.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("Q3 report.pdf")
+    );
+    assert!(
+        full.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("public, max-age=")
+    );
     assert_eq!(full.bytes().await.unwrap().to_vec(), bytes);
-    let part = app.client.get(&url).header("range", "bytes=0-7").send().await.unwrap();
+    let part = app
+        .client
+        .get(&url)
+        .header("range", "bytes=0-7")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(part.status(), 206);
-    assert_eq!(part.headers()["content-range"].to_str().unwrap(), format!("bytes 0-7/{}", bytes.len()));
+    assert_eq!(
+        part.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 0-7/{}", bytes.len())
+    );
     assert_eq!(part.bytes().await.unwrap().as_ref(), b"%PDF-1.4");
-    let cached = app.client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    let cached = app
+        .client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cached.status(), 304);
-    let outside = app.client.get(&url).header("range", "bytes=999999-").send().await.unwrap();
+    let outside = app
+        .client
+        .get(&url)
+        .header("range", "bytes=999999-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(outside.status(), 416);
 
     // Two downloads from byte 0 (the full one and the range) are counted.
-    let asset = app.get(&format!("/v1/assets/{id}"), Some(&token)).expect_status(200).await["data"].clone();
+    let asset = app
+        .get(&format!("/v1/assets/{id}"), Some(&token))
+        .expect_status(200)
+        .await["data"]
+        .clone();
     assert_eq!(asset["downloadCount"], 2, "{asset}");
     assert!(asset["viewCount"].as_i64().unwrap() >= 2, "{asset}");
 }
@@ -227,15 +298,30 @@ async fn the_eicar_file_is_quarantined_and_never_served() {
     assert_eq!(asset["processingStatus"], "quarantined", "{asset}");
     assert_eq!(asset["scanStatus"], "infected");
     assert_eq!(asset["scanResult"], "Test.Eicar.UNOFFICIAL");
-    app.post_json(&format!("/v1/assets/{id}/download-url"), &token, &json!({"expiresIn": 60}))
+    app.post_json(
+        &format!("/v1/assets/{id}/download-url"),
+        &token,
+        &json!({"expiresIn": 60}),
+    )
+    .expect_error(403, "forbidden")
+    .await;
+    // Even a link signed before (or forged with the key) is refused.
+    let signer =
+        DownloadSigner::new(format!("boardroom-download-links:{TEST_JWT_SECRET}").as_bytes());
+    let forged = signer.sign(
+        id.parse().unwrap(),
+        1,
+        chrono::Utc::now().timestamp() + 60,
+        None,
+    );
+    app.get(&format!("/v1/files/{forged}"), None)
         .expect_error(403, "forbidden")
         .await;
-    // Even a link signed before (or forged with the key) is refused.
-    let signer = DownloadSigner::new(format!("boardroom-download-links:{TEST_JWT_SECRET}").as_bytes());
-    let forged = signer.sign(id.parse().unwrap(), 1, chrono::Utc::now().timestamp() + 60, None);
-    app.get(&format!("/v1/files/{forged}"), None).expect_error(403, "forbidden").await;
     // And it is never extracted for search.
-    let found = app.get("/v1/assets?query=EICAR", Some(&token)).expect_status(200).await;
+    let found = app
+        .get("/v1/assets?query=EICAR", Some(&token))
+        .expect_status(200)
+        .await;
     assert_eq!(found["data"]["pagination"]["total"], 0);
 }
 
@@ -250,28 +336,58 @@ async fn images_get_thumbnails_and_documents_get_text() {
     let asset = processed(app, &token, &id).await;
     assert_eq!(asset["processingStatus"], "completed", "{asset}");
     assert_eq!(asset["hasThumbnail"], true);
-    let thumb = app.get(&format!("/v1/assets/{id}/thumbnail"), Some(&token)).send().await.unwrap();
+    let thumb = app
+        .get(&format!("/v1/assets/{id}/thumbnail"), Some(&token))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(thumb.status(), 200);
     assert_eq!(thumb.headers()["content-type"], "image/png");
     let decoded = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
     assert_eq!((decoded.width(), decoded.height()), (256, 128));
 
-    let doc = upload_ok(app, &token, form(&org, "minutes.docx", docx(&["Minutes of the remuneration meeting", "Second paragraph"]))).await;
-    assert_eq!(doc["mimeType"], "application/vnd.openxmlformats-officedocument.wordprocessingml.document");
-    let csv = upload_ok(app, &token, form(&org, "votes.csv", b"member,vote\nada,abstained\n".to_vec())).await;
+    let doc = upload_ok(
+        app,
+        &token,
+        form(
+            &org,
+            "minutes.docx",
+            docx(&["Minutes of the remuneration meeting", "Second paragraph"]),
+        ),
+    )
+    .await;
+    assert_eq!(
+        doc["mimeType"],
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    );
+    let csv = upload_ok(
+        app,
+        &token,
+        form(&org, "votes.csv", b"member,vote\nada,abstained\n".to_vec()),
+    )
+    .await;
     assert_eq!(csv["mimeType"], "text/csv");
     for created in [&doc, &csv] {
         let asset = processed(app, &token, created["id"].as_str().unwrap()).await;
         assert_eq!(asset["processingStatus"], "completed", "{asset}");
     }
     for (word, expected) in [("remuneration", &doc), ("abstained", &csv)] {
-        let found = app.get(&format!("/v1/assets?query={word}"), Some(&token)).expect_status(200).await;
-        assert_eq!(found["data"]["assets"][0]["id"], expected["id"], "{word}: {found}");
+        let found = app
+            .get(&format!("/v1/assets?query={word}"), Some(&token))
+            .expect_status(200)
+            .await;
+        assert_eq!(
+            found["data"]["assets"][0]["id"], expected["id"],
+            "{word}: {found}"
+        );
     }
     // A text file has no thumbnail.
-    app.get(&format!("/v1/assets/{}/thumbnail", csv["id"].as_str().unwrap()), Some(&token))
-        .expect_error(404, "not_found")
-        .await;
+    app.get(
+        &format!("/v1/assets/{}/thumbnail", csv["id"].as_str().unwrap()),
+        Some(&token),
+    )
+    .expect_error(404, "not_found")
+    .await;
 }
 
 #[tokio::test]
@@ -281,20 +397,48 @@ async fn bad_input_is_a_clear_4xx() {
     let (token, org) = app.owner_with_org("bad-org").await;
 
     // Over the size limit.
-    let error = boardroom_tests::expect_error(upload(app, &token, form(&org, "big.txt", vec![b'a'; 100 << 10])).await, 413, "payload_too_large").await;
+    let error = boardroom_tests::expect_error(
+        upload(app, &token, form(&org, "big.txt", vec![b'a'; 100 << 10])).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
     assert!(error["message"].is_string());
     // An executable renamed to .pdf, and bytes of no known type.
-    let mut elf = b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00".to_vec();
+    let mut elf =
+        b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00".to_vec();
     elf.resize(4096, 0);
-    boardroom_tests::expect_error(upload(app, &token, form(&org, "report.pdf", elf)).await, 415, "unsupported_media_type").await;
-    boardroom_tests::expect_error(upload(app, &token, form(&org, "blob.bin", vec![0u8, 1, 2, 3, 255, 254])).await, 415, "unsupported_media_type").await;
+    boardroom_tests::expect_error(
+        upload(app, &token, form(&org, "report.pdf", elf)).await,
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    boardroom_tests::expect_error(
+        upload(
+            app,
+            &token,
+            form(&org, "blob.bin", vec![0u8, 1, 2, 3, 255, 254]),
+        )
+        .await,
+        415,
+        "unsupported_media_type",
+    )
+    .await;
     // Path traversal in the file name.
     for name in ["../../etc/passwd", "..\\boot.ini", "a/b.txt"] {
-        let error = boardroom_tests::expect_error(upload(app, &token, form(&org, name, b"hello".to_vec())).await, 400, "invalid_input").await;
+        let error = boardroom_tests::expect_error(
+            upload(app, &token, form(&org, name, b"hello".to_vec())).await,
+            400,
+            "invalid_input",
+        )
+        .await;
         assert_eq!(error["field"], "file", "{name}");
     }
     // Not multipart; a truncated multipart body; no file; a bad organization id.
-    app.post_json("/v1/assets", &token, &json!({})).expect_error(415, "unsupported_media_type").await;
+    app.post_json("/v1/assets", &token, &json!({}))
+        .expect_error(415, "unsupported_media_type")
+        .await;
     let boundary = "XyZbOuNdArY";
     let truncated = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"organizationId\"\r\n\r\n{org}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello wor"
@@ -302,7 +446,10 @@ async fn bad_input_is_a_clear_4xx() {
     app.client
         .post(app.url("/v1/assets"))
         .bearer_auth(&token)
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .body(truncated)
         .expect_error(400, "invalid_input")
         .await;
@@ -312,9 +459,19 @@ async fn bad_input_is_a_clear_4xx() {
         "invalid_input",
     )
     .await;
-    boardroom_tests::expect_error(upload(app, &token, form("not-a-uuid", "a.txt", b"x".to_vec())).await, 400, "invalid_input").await;
     boardroom_tests::expect_error(
-        upload(app, &token, form(&org, "a.txt", b"x".to_vec()).text("confidentialityLevel", "secret")).await,
+        upload(app, &token, form("not-a-uuid", "a.txt", b"x".to_vec())).await,
+        400,
+        "invalid_input",
+    )
+    .await;
+    boardroom_tests::expect_error(
+        upload(
+            app,
+            &token,
+            form(&org, "a.txt", b"x".to_vec()).text("confidentialityLevel", "secret"),
+        )
+        .await,
         400,
         "invalid_input",
     )
@@ -324,38 +481,97 @@ async fn bad_input_is_a_clear_4xx() {
     assert_eq!(list["data"]["pagination"]["total"], 0);
 
     // Another tenant's asset is a 404; a restricted one is invisible to members.
-    let secret = upload_ok(app, &token, form(&org, "secret.txt", b"merger plans".to_vec()).text("confidentialityLevel", "restricted")).await;
+    let secret = upload_ok(
+        app,
+        &token,
+        form(&org, "secret.txt", b"merger plans".to_vec())
+            .text("confidentialityLevel", "restricted"),
+    )
+    .await;
     let open = upload_ok(app, &token, form(&org, "open.txt", b"agenda".to_vec())).await;
     let secret_id = secret["id"].as_str().unwrap();
     let (stranger, _) = app.owner_with_org("other-org").await;
-    app.get(&format!("/v1/assets/{secret_id}"), Some(&stranger)).expect_error(404, "not_found").await;
-    app.get(&format!("/v1/assets/{}", open["id"].as_str().unwrap()), Some(&stranger)).expect_error(404, "not_found").await;
-    boardroom_tests::expect_error(download_url(app, &stranger, open["id"].as_str().unwrap(), 60).await, 404, "not_found").await;
+    app.get(&format!("/v1/assets/{secret_id}"), Some(&stranger))
+        .expect_error(404, "not_found")
+        .await;
+    app.get(
+        &format!("/v1/assets/{}", open["id"].as_str().unwrap()),
+        Some(&stranger),
+    )
+    .expect_error(404, "not_found")
+    .await;
+    boardroom_tests::expect_error(
+        download_url(app, &stranger, open["id"].as_str().unwrap(), 60).await,
+        404,
+        "not_found",
+    )
+    .await;
     let (_, member) = app.member(&token, &org, "member").await;
-    app.get(&format!("/v1/assets/{secret_id}"), Some(&member)).expect_error(404, "not_found").await;
-    app.get(&format!("/v1/assets/{}", open["id"].as_str().unwrap()), Some(&member)).expect_status(200).await;
-    let seen = app.get("/v1/assets", Some(&member)).expect_status(200).await;
+    app.get(&format!("/v1/assets/{secret_id}"), Some(&member))
+        .expect_error(404, "not_found")
+        .await;
+    app.get(
+        &format!("/v1/assets/{}", open["id"].as_str().unwrap()),
+        Some(&member),
+    )
+    .expect_status(200)
+    .await;
+    let seen = app
+        .get("/v1/assets", Some(&member))
+        .expect_status(200)
+        .await;
     assert_eq!(seen["data"]["pagination"]["total"], 1, "{seen}");
     let seen = app.get("/v1/assets", Some(&token)).expect_status(200).await;
     assert_eq!(seen["data"]["pagination"]["total"], 2, "{seen}");
     // Viewers do not upload.
     let (_, viewer) = app.member(&token, &org, "viewer").await;
-    boardroom_tests::expect_error(upload(app, &viewer, form(&org, "v.txt", b"v".to_vec())).await, 403, "forbidden").await;
+    boardroom_tests::expect_error(
+        upload(app, &viewer, form(&org, "v.txt", b"v".to_vec())).await,
+        403,
+        "forbidden",
+    )
+    .await;
 
     // Tampered and expired links are 403.
-    let link = boardroom_tests::expect_status(download_url(app, &token, open["id"].as_str().unwrap(), 60).await, 200).await["data"].clone();
+    let link = boardroom_tests::expect_status(
+        download_url(app, &token, open["id"].as_str().unwrap(), 60).await,
+        200,
+    )
+    .await["data"]
+        .clone();
     let url = link["url"].as_str().unwrap().to_owned();
     app.get(&url, None).expect_status(200).await;
     let mut tampered = url.clone().into_bytes();
     let last = tampered.len() - 5;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-    app.get(std::str::from_utf8(&tampered).unwrap(), None).expect_error(403, "forbidden").await;
-    app.get("/v1/files/not-a-token", None).expect_error(403, "forbidden").await;
-    let signer = DownloadSigner::new(format!("boardroom-download-links:{TEST_JWT_SECRET}").as_bytes());
-    let expired = signer.sign(open["id"].as_str().unwrap().parse().unwrap(), 1, chrono::Utc::now().timestamp() - 1, None);
-    let error = app.get(&format!("/v1/files/{expired}"), None).expect_error(403, "forbidden").await;
-    assert!(error["message"].as_str().unwrap().contains("expired"), "{error}");
-    boardroom_tests::expect_error(download_url(app, &token, open["id"].as_str().unwrap(), 0).await, 422, "validation_failed").await;
+    app.get(std::str::from_utf8(&tampered).unwrap(), None)
+        .expect_error(403, "forbidden")
+        .await;
+    app.get("/v1/files/not-a-token", None)
+        .expect_error(403, "forbidden")
+        .await;
+    let signer =
+        DownloadSigner::new(format!("boardroom-download-links:{TEST_JWT_SECRET}").as_bytes());
+    let expired = signer.sign(
+        open["id"].as_str().unwrap().parse().unwrap(),
+        1,
+        chrono::Utc::now().timestamp() - 1,
+        None,
+    );
+    let error = app
+        .get(&format!("/v1/files/{expired}"), None)
+        .expect_error(403, "forbidden")
+        .await;
+    assert!(
+        error["message"].as_str().unwrap().contains("expired"),
+        "{error}"
+    );
+    boardroom_tests::expect_error(
+        download_url(app, &token, open["id"].as_str().unwrap(), 0).await,
+        422,
+        "validation_failed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -364,17 +580,37 @@ async fn duplicates_are_detected_per_organization() {
     let app = &env.app;
     let (token, org) = app.owner_with_org("dup-org").await;
     let first = upload_ok(app, &token, form(&org, "a.txt", b"same bytes".to_vec())).await;
-    let error = boardroom_tests::expect_error(upload(app, &token, form(&org, "b.txt", b"same bytes".to_vec())).await, 409, "conflict").await;
-    assert!(error["message"].as_str().unwrap().contains(first["id"].as_str().unwrap()));
+    let error = boardroom_tests::expect_error(
+        upload(app, &token, form(&org, "b.txt", b"same bytes".to_vec())).await,
+        409,
+        "conflict",
+    )
+    .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(first["id"].as_str().unwrap())
+    );
     let again = boardroom_tests::expect_status(
-        upload(app, &token, form(&org, "c.txt", b"same bytes".to_vec()).text("skipDuplicates", "true")).await,
+        upload(
+            app,
+            &token,
+            form(&org, "c.txt", b"same bytes".to_vec()).text("skipDuplicates", "true"),
+        )
+        .await,
         200,
     )
     .await;
     assert_eq!(again["data"]["id"], first["id"]);
     assert_eq!(again["data"]["sha256"], first["sha256"]);
     let (other, other_org) = app.owner_with_org("dup-other").await;
-    upload_ok(app, &other, form(&other_org, "a.txt", b"same bytes".to_vec())).await;
+    upload_ok(
+        app,
+        &other,
+        form(&other_org, "a.txt", b"same bytes".to_vec()),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -390,20 +626,37 @@ async fn scans_wait_while_clamd_is_down_and_complete_when_it_returns() {
     // Uploads are still accepted while clamd is down.
     let mut ids = Vec::new();
     for n in 0..3 {
-        let created = upload_ok(app, &token, form(&org, &format!("doc{n}.txt"), format!("board minutes number {n}").into_bytes())).await;
+        let created = upload_ok(
+            app,
+            &token,
+            form(
+                &org,
+                &format!("doc{n}.txt"),
+                format!("board minutes number {n}").into_bytes(),
+            ),
+        )
+        .await;
         ids.push(created["id"].as_str().unwrap().to_owned());
     }
     let eicar = upload_ok(app, &token, form(&org, "bad.txt", EICAR.to_vec())).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for id in &ids {
-        let asset = app.get(&format!("/v1/assets/{id}"), Some(&token)).expect_status(200).await["data"].clone();
+        let asset = app
+            .get(&format!("/v1/assets/{id}"), Some(&token))
+            .expect_status(200)
+            .await["data"]
+            .clone();
         assert_eq!(asset["scanStatus"], "pending", "{asset}");
         assert_eq!(asset["processingStatus"], "pending", "{asset}");
         // Not downloadable before its scan.
-        boardroom_tests::expect_error(download_url(app, &token, id, 60).await, 409, "conflict").await;
+        boardroom_tests::expect_error(download_url(app, &token, id, 60).await, 409, "conflict")
+            .await;
     }
     // The breaker noticed.
-    let stats = app.get("/admin/stats", Some(&app.service_token())).expect_status(200).await;
+    let stats = app
+        .get("/admin/stats", Some(&app.service_token()))
+        .expect_status(200)
+        .await;
     let clamd_tile = stats["data"]["services"]
         .as_array()
         .unwrap()
@@ -413,8 +666,18 @@ async fn scans_wait_while_clamd_is_down_and_complete_when_it_returns() {
         .unwrap();
     assert_eq!(clamd_tile["kind"], "dependency", "{clamd_tile}");
     assert_ne!(clamd_tile["breaker"]["state"], "closed", "{clamd_tile}");
-    let ready = app.get("/health/ready", None).send().await.unwrap().json::<Value>().await.unwrap();
-    assert_eq!(ready["data"]["checks"]["assets"]["scanner"], "degraded", "{ready}");
+    let ready = app
+        .get("/health/ready", None)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["data"]["checks"]["assets"]["scanner"], "degraded",
+        "{ready}"
+    );
 
     clamd.restart();
     for id in &ids {
@@ -424,7 +687,10 @@ async fn scans_wait_while_clamd_is_down_and_complete_when_it_returns() {
     }
     let asset = processed(app, &token, eicar["id"].as_str().unwrap()).await;
     assert_eq!(asset["processingStatus"], "quarantined", "{asset}");
-    let found = app.get("/v1/assets?query=minutes", Some(&token)).expect_status(200).await;
+    let found = app
+        .get("/v1/assets?query=minutes", Some(&token))
+        .expect_status(200)
+        .await;
     assert_eq!(found["data"]["pagination"]["total"], 3, "{found}");
 }
 
@@ -458,7 +724,13 @@ async fn bench_upload_200mb_memory_and_throughput() {
     // Warm up allocator, pools and the code paths.
     upload_ok(app, &token, form(&org, "warm.txt", vec![b'w'; 4 * MB])).await;
     let line = b"board minutes, resolution carried unanimously, action items follow\n";
-    let chunk: bytes::Bytes = line.iter().copied().cycle().take(256 << 10).collect::<Vec<u8>>().into();
+    let chunk: bytes::Bytes = line
+        .iter()
+        .copied()
+        .cycle()
+        .take(256 << 10)
+        .collect::<Vec<u8>>()
+        .into();
     let make_body = || {
         let chunk = chunk.clone();
         reqwest::Body::wrap_stream(futures_util::stream::iter(
@@ -470,15 +742,29 @@ async fn bench_upload_200mb_memory_and_throughput() {
         std::fs::write("/proc/self/clear_refs", "5").unwrap();
         let before = rss_kib("VmRSS:");
         let started = Instant::now();
-        let part = Part::stream_with_length(make_body(), TOTAL as u64).file_name(format!("big{run}.txt"));
-        let created = upload_ok(app, &token, Form::new().text("organizationId", org.clone()).part("file", part)).await;
+        let part =
+            Part::stream_with_length(make_body(), TOTAL as u64).file_name(format!("big{run}.txt"));
+        let created = upload_ok(
+            app,
+            &token,
+            Form::new()
+                .text("organizationId", org.clone())
+                .part("file", part),
+        )
+        .await;
         let seconds = started.elapsed().as_secs_f64();
         let peak = rss_kib("VmHWM:");
         assert_eq!(created["sizeBytes"], TOTAL);
         let dd_target = env._storage.0.join(format!("dd{run}.bin"));
         let dd_started = Instant::now();
         let status = std::process::Command::new("dd")
-            .args(["if=/dev/zero", &format!("of={}", dd_target.display()), "bs=1M", "count=200", "status=none"])
+            .args([
+                "if=/dev/zero",
+                &format!("of={}", dd_target.display()),
+                "bs=1M",
+                "count=200",
+                "status=none",
+            ])
             .status()
             .unwrap();
         assert!(status.success());
@@ -495,6 +781,12 @@ async fn bench_upload_200mb_memory_and_throughput() {
     }
     results.sort_by(|a, b| a.1.total_cmp(&b.1));
     let median = results[1];
-    println!("median: RSS growth {:.1} MiB, upload/dd {:.2}", median.0, median.1);
-    assert!(results.iter().all(|r| r.0 < 32.0), "RSS grew by 32 MiB or more: {results:?}");
+    println!(
+        "median: RSS growth {:.1} MiB, upload/dd {:.2}",
+        median.0, median.1
+    );
+    assert!(
+        results.iter().all(|r| r.0 < 32.0),
+        "RSS grew by 32 MiB or more: {results:?}"
+    );
 }

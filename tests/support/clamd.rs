@@ -24,7 +24,8 @@ pub struct Clamd {
 impl Clamd {
     /// Writes the config and signatures and starts clamd; waits for `PING`.
     pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("boardroom-clamd-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("boardroom-clamd-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("db")).unwrap();
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let hex: String = b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE"

@@ -209,10 +209,7 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         )?))
         .merge(users::router().layer(DomainLayer::new("users", settings, registry)?))
         .merge(jobs::router().layer(DomainLayer::new("jobs", settings, registry)?))
-        .merge(
-            crate::assets::router()
-                .layer(DomainLayer::new("assets", settings, registry)?),
-        )
+        .merge(crate::assets::router().layer(DomainLayer::new("assets", settings, registry)?))
         .merge(crate::assets::files_router().layer(DomainLayer::new("files", settings, registry)?))
         .routes(routes!(openapi::openapi_json))
         .split_for_parts();

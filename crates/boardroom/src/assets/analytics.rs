@@ -165,11 +165,16 @@ pub async fn asset_analytics(
 ) -> Result<Response, ApiError> {
     let role = organizations::caller_role(&state, principal, id).await?;
     if !role.manages_members() {
-        return Err(ApiError::forbidden("only admins and owners see asset analytics"));
+        return Err(ApiError::forbidden(
+            "only admins and owners see asset analytics",
+        ));
     }
     let period = params.period.unwrap_or(Period::Month);
     let since = Utc::now() - chrono::Duration::days(period.days());
-    let analytics = state.db.run(load(&state.db.pool, id, period, since)).await?;
+    let analytics = state
+        .db
+        .run(load(&state.db.pool, id, period, since))
+        .await?;
     Ok(envelope::ok(analytics))
 }
 

@@ -81,7 +81,8 @@ pub async fn create_download_url(
     Json(body): Json<DownloadUrlRequest>,
 ) -> Result<Response, ApiError> {
     let (asset, _) = load_for(&state, principal, id).await?;
-    let max = i64::try_from(state.settings.assets.max_download_expiry.as_secs()).unwrap_or(i64::MAX);
+    let max =
+        i64::try_from(state.settings.assets.max_download_expiry.as_secs()).unwrap_or(i64::MAX);
     let expires_in = body.expires_in.unwrap_or(DEFAULT_EXPIRES_IN.min(max));
     if !(1..=max).contains(&expires_in) {
         return Err(ApiError::validation(
@@ -156,7 +157,11 @@ pub async fn serve_file(
         ));
     }
     check_downloadable(&state.settings, &asset)?;
-    let Some((key, _)) = state.db.run(repository::keys(&state.db.pool, asset.id)).await? else {
+    let Some((key, _)) = state
+        .db
+        .run(repository::keys(&state.db.pool, asset.id))
+        .await?
+    else {
         return Err(ApiError::not_found("asset"));
     };
     let size = u64::try_from(asset.size_bytes).unwrap_or(0);

@@ -44,7 +44,10 @@ pub fn has_text(mime: &str) -> bool {
 
 /// Whether `mime` gets a thumbnail.
 pub fn has_thumbnail(mime: &str) -> bool {
-    matches!(mime, "image/png" | "image/jpeg" | "image/gif" | "image/webp")
+    matches!(
+        mime,
+        "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+    )
 }
 
 /// Extracts the text of a `mime` file; the error says why it could not.

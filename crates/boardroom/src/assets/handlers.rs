@@ -11,8 +11,9 @@ use uuid::Uuid;
 use super::{
     load_for,
     model::{self, Asset, AssetUpdate, ProcessingStatus},
-    repository, storage_unavailable,
+    repository,
     storage::StorageError,
+    storage_unavailable,
 };
 use crate::{
     auth::Principal,
@@ -89,11 +90,7 @@ pub async fn update_asset(
     if let Some(category) = &body.category {
         model::check_category(category)?;
     }
-    let tags = body
-        .tags
-        .clone()
-        .map(model::normalize_tags)
-        .transpose()?;
+    let tags = body.tags.clone().map(model::normalize_tags).transpose()?;
     let asset = state
         .db
         .run(repository::update(&state.db.pool, id, &body, tags))

@@ -210,7 +210,10 @@ pub struct AssetUpdate {
 pub fn check_title(value: &str) -> Result<(), ApiError> {
     let n = value.trim().chars().count();
     if !(1..=500).contains(&n) {
-        return Err(ApiError::validation("title", "`title` must be 1 to 500 characters"));
+        return Err(ApiError::validation(
+            "title",
+            "`title` must be 1 to 500 characters",
+        ));
     }
     Ok(())
 }
@@ -230,7 +233,10 @@ pub fn check_description(value: &str) -> Result<(), ApiError> {
 pub fn check_category(value: &str) -> Result<(), ApiError> {
     let n = value.trim().chars().count();
     if !(1..=100).contains(&n) {
-        return Err(ApiError::validation("category", "`category` must be 1 to 100 characters"));
+        return Err(ApiError::validation(
+            "category",
+            "`category` must be 1 to 100 characters",
+        ));
     }
     Ok(())
 }

@@ -144,7 +144,11 @@ pub fn content_steps(mime: &str) -> Vec<&'static str> {
     steps
 }
 
-async fn run(services: &AssetServices, settings: &crate::config::Settings, task: &Task) -> StepResult {
+async fn run(
+    services: &AssetServices,
+    settings: &crate::config::Settings,
+    task: &Task,
+) -> StepResult {
     let limits = Limits {
         max_text_bytes: settings.assets.max_text_bytes,
         max_image_dimension: settings.assets.max_image_dimension,
@@ -218,7 +222,12 @@ async fn scan(services: &AssetServices, task: &Task) -> StepResult {
     }
 }
 
-async fn content(services: &AssetServices, task: &Task, bytes: Bytes, limits: Limits) -> StepResult {
+async fn content(
+    services: &AssetServices,
+    task: &Task,
+    bytes: Bytes,
+    limits: Limits,
+) -> StepResult {
     let thumbnail = task.step == "thumbnail";
     let mime = task.mime_type.clone();
     let work = tokio::task::spawn_blocking(move || {
@@ -236,7 +245,10 @@ async fn content(services: &AssetServices, task: &Task, bytes: Bytes, limits: Li
     // A panic or a lost blocking thread is the step's machinery failing; a
     // file that cannot be read is not.
     let outcome = breaker
-        .call(async { work.await.map_err(|e| anyhow::anyhow!("step panicked: {e}")) })
+        .call(async {
+            work.await
+                .map_err(|e| anyhow::anyhow!("step panicked: {e}"))
+        })
         .await;
     match outcome {
         Ok(Ok(Output::Thumbnail(png))) => {
@@ -270,14 +282,21 @@ enum Output {
 }
 
 fn backoff(settings: &crate::assets::settings::AssetSettings, attempts: i32) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(20);
+    let exponent = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
     settings
         .retry_base_delay
         .saturating_mul(1u32 << exponent)
         .min(settings.retry_max_delay)
 }
 
-async fn finish(state: &AppState, name: &str, task: &Task, result: StepResult) -> Result<(), sqlx::Error> {
+async fn finish(
+    state: &AppState,
+    name: &str,
+    task: &Task,
+    result: StepResult,
+) -> Result<(), sqlx::Error> {
     let settings = &state.settings.assets;
     let mut tx = state.db.pool.begin().await?;
     // Only the lease holder records (a task whose lease expired may have
@@ -336,13 +355,17 @@ async fn finish(state: &AppState, name: &str, task: &Task, result: StepResult) -
                     .execute(&mut *tx)
                     .await?;
             }
-            let state_after = if done.scan_refused.is_some() { "failed" } else { "done" };
+            let state_after = if done.scan_refused.is_some() {
+                "failed"
+            } else {
+                "done"
+            };
             sqlx::query("UPDATE asset_tasks SET state = $2, finished_at = now(), locked_by = NULL, locked_until = NULL, last_error = NULL WHERE id = $1")
                 .bind(task.id)
                 .bind(state_after)
                 .execute(&mut *tx)
                 .await?;
-            repository::queue_steps(&mut *tx, task.asset_id, &done.next).await?;
+            repository::queue_steps(&mut tx, task.asset_id, &done.next).await?;
         }
         StepResult::Wait(wait, message) => {
             let wait = wait.max(backoff(settings, task.attempts));
@@ -378,7 +401,7 @@ async fn finish(state: &AppState, name: &str, task: &Task, result: StepResult) -
             }
         }
     }
-    settle(&mut *tx, task.asset_id).await?;
+    settle(&mut tx, task.asset_id).await?;
     tx.commit().await?;
     state.assets.wake.notify_one();
     Ok(())

@@ -76,7 +76,7 @@ pub async fn insert(pool: &PgPool, new: &NewAsset) -> Result<Asset, ApiError> {
     .bind(&new.steps)
     .fetch_one(&mut *tx)
     .await?;
-    queue_steps(&mut *tx, new.id, &new.steps).await?;
+    queue_steps(&mut tx, new.id, &new.steps).await?;
     tx.commit().await?;
     Ok(asset)
 }
@@ -166,12 +166,12 @@ pub async fn update(
 
 /// Deletes the row (its tasks and events go with it); returns its keys.
 pub async fn delete(pool: &PgPool, id: Uuid) -> Result<Option<(String, Option<String>)>, ApiError> {
-    Ok(sqlx::query_as(
-        "DELETE FROM assets WHERE id = $1 RETURNING storage_key, thumbnail_key",
+    Ok(
+        sqlx::query_as("DELETE FROM assets WHERE id = $1 RETURNING storage_key, thumbnail_key")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
     )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?)
 }
 
 /// Records a view or download by `user_id` and counts it.

@@ -156,14 +156,23 @@ impl Search {
             .filter(|q| !q.is_empty())
             .map(str::to_owned);
         if query.as_ref().is_some_and(|q| q.chars().count() > 500) {
-            return Err(ApiError::invalid("query", "`query` must be at most 500 characters"));
+            return Err(ApiError::invalid(
+                "query",
+                "`query` must be at most 500 characters",
+            ));
         }
         if params.sort_by == Some(AssetSort::Relevance) && query.is_none() {
-            return Err(ApiError::invalid("sortBy", "`sortBy=relevance` needs a `query`"));
+            return Err(ApiError::invalid(
+                "sortBy",
+                "`sortBy=relevance` needs a `query`",
+            ));
         }
         for (field, value) in [("sizeMin", params.size_min), ("sizeMax", params.size_max)] {
             if value.is_some_and(|v| v < 0) {
-                return Err(ApiError::invalid(field, format!("`{field}` must be 0 or more")));
+                return Err(ApiError::invalid(
+                    field,
+                    format!("`{field}` must be 0 or more"),
+                ));
             }
         }
         let tags = params
@@ -206,7 +215,8 @@ impl Search {
             qb.push(" AND a.mime_type = ").push_bind(v.clone());
         }
         if let Some(v) = p.confidentiality_level {
-            qb.push(" AND a.confidentiality_level = ").push_bind(v.as_str());
+            qb.push(" AND a.confidentiality_level = ")
+                .push_bind(v.as_str());
         }
         if let Some(v) = &p.category {
             qb.push(" AND a.category = ").push_bind(v.trim().to_owned());
@@ -268,7 +278,9 @@ impl Search {
             AssetSort::ViewCount => "a.view_count",
             AssetSort::DownloadCount => "a.download_count",
         };
-        qb.push(format!("{column} {direction}, a.created_at DESC, a.id DESC"));
+        qb.push(format!(
+            "{column} {direction}, a.created_at DESC, a.id DESC"
+        ));
     }
 
     async fn run(self, pool: &sqlx::PgPool, page: Page) -> Result<AssetList, ApiError> {

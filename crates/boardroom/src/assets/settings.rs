@@ -151,7 +151,8 @@ pub fn validate(
     if storage.path.trim().is_empty() {
         return Err(invalid("storage.path", "\"\"", "must name a folder"));
     }
-    if !scanner.clamd_url.is_empty() && crate::assets::scan::ClamdAddr::parse(&scanner.clamd_url).is_none()
+    if !scanner.clamd_url.is_empty()
+        && crate::assets::scan::ClamdAddr::parse(&scanner.clamd_url).is_none()
     {
         return Err(invalid(
             "scanner.clamd_url",
@@ -160,16 +161,32 @@ pub fn validate(
         ));
     }
     if scanner.timeout < Duration::from_millis(10) || scanner.timeout > Duration::from_secs(3600) {
-        return Err(invalid("scanner.timeout", humantime::format_duration(scanner.timeout), "must be between 10ms and 1h"));
+        return Err(invalid(
+            "scanner.timeout",
+            humantime::format_duration(scanner.timeout),
+            "must be between 10ms and 1h",
+        ));
     }
     if !(1..=(64usize << 30)).contains(&assets.max_file_size) {
-        return Err(invalid("assets.max_file_size", assets.max_file_size, "must be between 1 byte and 64GiB"));
+        return Err(invalid(
+            "assets.max_file_size",
+            assets.max_file_size,
+            "must be between 1 byte and 64GiB",
+        ));
     }
     if assets.allowed_types.is_empty() {
-        return Err(invalid("assets.allowed_types", "[]", "must list at least one MIME type"));
+        return Err(invalid(
+            "assets.allowed_types",
+            "[]",
+            "must list at least one MIME type",
+        ));
     }
     if assets.workers > 32 {
-        return Err(invalid("assets.workers", assets.workers, "must be between 0 and 32"));
+        return Err(invalid(
+            "assets.workers",
+            assets.workers,
+            "must be between 0 and 32",
+        ));
     }
     for (key, value) in [
         ("assets.poll_interval", assets.poll_interval),
@@ -178,29 +195,61 @@ pub fn validate(
         ("assets.retry_max_delay", assets.retry_max_delay),
     ] {
         if value < Duration::from_millis(10) || value > Duration::from_secs(24 * 3600) {
-            return Err(invalid(key, humantime::format_duration(value), "must be between 10ms and 24h"));
+            return Err(invalid(
+                key,
+                humantime::format_duration(value),
+                "must be between 10ms and 24h",
+            ));
         }
     }
     if !(1..=100).contains(&assets.max_attempts) {
-        return Err(invalid("assets.max_attempts", assets.max_attempts, "must be between 1 and 100"));
+        return Err(invalid(
+            "assets.max_attempts",
+            assets.max_attempts,
+            "must be between 1 and 100",
+        ));
     }
     if !(16..=2048).contains(&assets.thumbnail_size) {
-        return Err(invalid("assets.thumbnail_size", assets.thumbnail_size, "must be between 16 and 2048"));
+        return Err(invalid(
+            "assets.thumbnail_size",
+            assets.thumbnail_size,
+            "must be between 16 and 2048",
+        ));
     }
     if !(16..=65_535).contains(&assets.max_image_dimension) {
-        return Err(invalid("assets.max_image_dimension", assets.max_image_dimension, "must be between 16 and 65535"));
+        return Err(invalid(
+            "assets.max_image_dimension",
+            assets.max_image_dimension,
+            "must be between 16 and 65535",
+        ));
     }
     if !(1..=(1usize << 30)).contains(&assets.max_process_bytes) {
-        return Err(invalid("assets.max_process_bytes", assets.max_process_bytes, "must be between 1 byte and 1GiB"));
+        return Err(invalid(
+            "assets.max_process_bytes",
+            assets.max_process_bytes,
+            "must be between 1 byte and 1GiB",
+        ));
     }
     if !(1..=(64usize << 20)).contains(&assets.max_text_bytes) {
-        return Err(invalid("assets.max_text_bytes", assets.max_text_bytes, "must be between 1 byte and 64MiB"));
+        return Err(invalid(
+            "assets.max_text_bytes",
+            assets.max_text_bytes,
+            "must be between 1 byte and 64MiB",
+        ));
     }
     if !assets.download_secret.is_empty() && assets.download_secret.chars().count() < 16 {
-        return Err(invalid("assets.download_secret", "<hidden>", "must be empty or at least 16 characters"));
+        return Err(invalid(
+            "assets.download_secret",
+            "<hidden>",
+            "must be empty or at least 16 characters",
+        ));
     }
     if assets.max_download_expiry < Duration::from_secs(1) {
-        return Err(invalid("assets.max_download_expiry", humantime::format_duration(assets.max_download_expiry), "must be at least 1s"));
+        return Err(invalid(
+            "assets.max_download_expiry",
+            humantime::format_duration(assets.max_download_expiry),
+            "must be at least 1s",
+        ));
     }
     Ok(())
 }

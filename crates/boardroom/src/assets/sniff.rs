@@ -53,7 +53,10 @@ fn looks_like_csv(head: &[u8]) -> bool {
         return false;
     };
     let columns = first.matches(',').count();
-    columns > 0 && lines.take(5).all(|l| l.matches(',').count() >= columns.min(1))
+    columns > 0
+        && lines
+            .take(5)
+            .all(|l| l.matches(',').count() >= columns.min(1))
 }
 
 /// A client file name is kept only as metadata (Content-Disposition), never

@@ -74,7 +74,11 @@ impl Storage {
 
     /// Starts a streamed write of `key`.
     pub async fn writer(&self, key: &str) -> Result<Writer, StorageError> {
-        let upload = self.store.put_multipart(&Path::from(key)).await.map_err(map)?;
+        let upload = self
+            .store
+            .put_multipart(&Path::from(key))
+            .await
+            .map_err(map)?;
         Ok(Writer {
             inner: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
         })

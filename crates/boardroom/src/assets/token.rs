@@ -74,7 +74,13 @@ impl DownloadSigner {
     }
 
     /// A token for `asset_id` at `version`, valid until `expires_at`.
-    pub fn sign(&self, asset_id: Uuid, version: i32, expires_at: i64, user_id: Option<Uuid>) -> String {
+    pub fn sign(
+        &self,
+        asset_id: Uuid,
+        version: i32,
+        expires_at: i64,
+        user_id: Option<Uuid>,
+    ) -> String {
         let mut bytes = Vec::with_capacity(PAYLOAD + MAC);
         bytes.extend_from_slice(asset_id.as_bytes());
         bytes.extend_from_slice(&version.to_be_bytes());
@@ -97,10 +103,19 @@ impl DownloadSigner {
         let (payload, signature) = bytes.split_at(PAYLOAD);
         let mut mac = self.mac();
         mac.update(payload);
-        mac.verify_slice(signature).map_err(|_| TokenError::Invalid)?;
+        mac.verify_slice(signature)
+            .map_err(|_| TokenError::Invalid)?;
         let asset_id = Uuid::from_slice(&payload[..16]).map_err(|_| TokenError::Invalid)?;
-        let version = i32::from_be_bytes(payload[16..20].try_into().map_err(|_| TokenError::Invalid)?);
-        let expires_at = i64::from_be_bytes(payload[20..28].try_into().map_err(|_| TokenError::Invalid)?);
+        let version = i32::from_be_bytes(
+            payload[16..20]
+                .try_into()
+                .map_err(|_| TokenError::Invalid)?,
+        );
+        let expires_at = i64::from_be_bytes(
+            payload[20..28]
+                .try_into()
+                .map_err(|_| TokenError::Invalid)?,
+        );
         let user = Uuid::from_slice(&payload[28..44]).map_err(|_| TokenError::Invalid)?;
         if now > expires_at {
             return Err(TokenError::Expired);

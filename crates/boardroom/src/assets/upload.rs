@@ -171,7 +171,11 @@ pub async fn upload_asset(
 }
 
 /// Uploading needs membership above viewer.
-async fn authorize(state: &AppState, principal: Principal, organization: Uuid) -> Result<(), ApiError> {
+async fn authorize(
+    state: &AppState,
+    principal: Principal,
+    organization: Uuid,
+) -> Result<(), ApiError> {
     let role = organizations::caller_role(state, principal, organization).await?;
     if role == Role::Viewer {
         return Err(ApiError::forbidden("viewers cannot upload documents"));
@@ -215,8 +219,10 @@ impl Form {
                 self.tags = model::normalize_tags(value.split(',').map(str::to_owned))?;
             }
             "confidentialityLevel" => {
-                self.confidentiality =
-                    Some(Confidentiality::parse("confidentialityLevel", value.trim())?);
+                self.confidentiality = Some(Confidentiality::parse(
+                    "confidentialityLevel",
+                    value.trim(),
+                )?);
             }
             "skipDuplicates" => {
                 self.skip_duplicates = match value.trim() {
@@ -345,7 +351,7 @@ async fn store(
 fn allowed(state: &AppState, head: &[u8], file_name: &str) -> Result<String, ApiError> {
     let sniffed = sniff::sniff(head, file_name);
     match sniffed {
-        Some(mime) if state.settings.assets.allowed_types.iter().any(|t| *t == mime) => Ok(mime),
+        Some(mime) if state.settings.assets.allowed_types.contains(&mime) => Ok(mime),
         Some(mime) => Err(ApiError::UnsupportedMediaType(format!(
             "files of type {mime} are not accepted (the type is read from the file's bytes)"
         ))),
@@ -354,4 +360,3 @@ fn allowed(state: &AppState, head: &[u8], file_name: &str) -> Result<String, Api
         )),
     }
 }
-
