@@ -790,3 +790,53 @@ async fn bench_upload_200mb_memory_and_throughput() {
         "RSS grew by 32 MiB or more: {results:?}"
     );
 }
+
+/// A worker that died mid-step leaves its task `running` under a lease; once
+/// the lease passes, another worker takes it and the asset completes.
+#[tokio::test]
+async fn a_task_left_by_a_crashed_worker_runs_again_after_its_lease() {
+    let mut clamd = Clamd::start();
+    let env = spawn(Some(&clamd), |_| {}).await;
+    let app = &env.app;
+    let (token, org) = app.owner_with_org("crash-org").await;
+    // With clamd down the scan cycles between waiting and retrying; catch it
+    // waiting and make it look claimed by a worker that then died, with a
+    // lease of 3 s.
+    clamd.kill();
+    let created = upload_ok(app, &token, form(&org, "late.txt", b"resumed after a crash".to_vec())).await;
+    let id: uuid::Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let started = Instant::now();
+    loop {
+        let claimed = sqlx::query(
+            "UPDATE asset_tasks SET state = 'running', locked_by = 'crashed-worker',
+                 locked_until = now() + interval '3 seconds'
+             WHERE asset_id = $1 AND step = 'scan' AND state = 'available'",
+        )
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap()
+        .rows_affected();
+        if claimed == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the scan task never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    clamd.restart();
+    // clamd is back, but the dead worker's lease still holds the task.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let asset = app.get(&format!("/v1/assets/{id}"), Some(&token)).expect_status(200).await["data"].clone();
+    assert_eq!(asset["scanStatus"], "pending", "the lease still holds: {asset}");
+    // Once it passes, a live worker takes the task and finishes it.
+    let asset = processed(app, &token, &id.to_string()).await;
+    assert_eq!(asset["scanStatus"], "clean", "{asset}");
+    assert_eq!(asset["processingStatus"], "completed", "{asset}");
+    let (state, holder): (String, Option<String>) =
+        sqlx::query_as("SELECT state, locked_by FROM asset_tasks WHERE asset_id = $1 AND step = 'scan'")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), holder), ("done", None));
+}
