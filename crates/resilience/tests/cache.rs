@@ -493,6 +493,74 @@ async fn no_invalidation_slips_between_indexing_and_insert() {
     }
 }
 
+/// Readers on other threads hammer one hot key (served from the front table)
+/// while a writer replaces, key-invalidates and tag-invalidates it. Once a
+/// write has returned, no read may see what it replaced or removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_key_reads_never_see_a_value_older_than_the_last_write() {
+    use futures_util::FutureExt;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    let cache: Cache<u32, u64> = Cache::new("hot", config(3_600)).unwrap();
+    // The newest value written, and the newest one removed again.
+    let written = Arc::new(AtomicU64::new(0));
+    let removed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, written, removed, done) = (
+                cache.clone(),
+                Arc::clone(&written),
+                Arc::clone(&removed),
+                Arc::clone(&done),
+            );
+            std::thread::spawn(move || {
+                let mut served = 0u64;
+                while !done.load(SeqCst) {
+                    let at_least = written.load(SeqCst);
+                    let gone = removed.load(SeqCst);
+                    let read = cache.get(&7).now_or_never().expect("get never waits");
+                    if let Some(value) = read {
+                        assert!(
+                            value >= at_least,
+                            "read {value} after {at_least} was written"
+                        );
+                        assert!(value > gone, "read {value} after {gone} was removed");
+                        served += 1;
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    for n in 1..=10_000u64 {
+        cache.insert(7, n, &["t"]).await;
+        written.store(n, SeqCst);
+        for _ in 0..50 {
+            assert!(cache.get(&7).await.is_some_and(|value| value >= n));
+        }
+        match n % 3 {
+            0 => {
+                cache.invalidate(&7).await;
+                removed.store(n, SeqCst);
+            }
+            1 => {
+                assert_eq!(cache.invalidate_tag("t").await, 1);
+                removed.store(n, SeqCst);
+            }
+            _ => {}
+        }
+    }
+    done.store(true, SeqCst);
+    let served: u64 = readers
+        .into_iter()
+        .map(|reader| reader.join().unwrap())
+        .sum();
+    assert!(served > 0, "the readers saw the key at least once");
+    let snapshot = cache.snapshot();
+    assert!(snapshot.hits >= 10_000 * 50, "{snapshot:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn counters_reach_prometheus_under_the_contract_names() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();

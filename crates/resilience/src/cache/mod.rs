@@ -86,6 +86,7 @@
 mod body;
 mod config;
 mod error;
+mod front;
 mod future;
 mod handle;
 mod layer;

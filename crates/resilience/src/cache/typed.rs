@@ -10,8 +10,13 @@
 //!   the `test-util` feature, so tests can pause the clock). An expired
 //!   entry stays in the store until its stale window ends, which is what
 //!   stale-if-error serves from.
-//! - The hit path is one moka lookup, one clock read, two counter increments
-//!   and a clone of the value: no allocation, no lock, no tag work.
+//! - The hit path is a read of the front table ([`super::front`]: a slot per
+//!   key hash pointing at a hot entry, one lock-free load), one clock read,
+//!   a counter increment and a clone of the value: no allocation, no lock,
+//!   no tag work, no shared write but the counter's stripe and the value's
+//!   clone. Otherwise (and for one front hit in 32 per thread, so moka's
+//!   policy still sees hot keys used) it is one moka lookup, which offers
+//!   the entry to the front table.
 //! - A miss joins or starts one *flight* per key. The loader runs in its own
 //!   task, so callers going away do not cancel it; every caller waits on a
 //!   watch channel for its result.
@@ -36,6 +41,7 @@ use tokio::sync::{RwLock, watch};
 
 use super::config::{CacheConfig, DEFAULT_MAX_ENTRIES};
 use super::error::LoadError;
+use super::front::{self, Front, Retirable};
 use super::handle::{CacheHandle, CacheSnapshot, EvictionCounts, WarmResult};
 use super::stats::Stats;
 use super::tags::{FillId, Tag, TagIndex, Ticket};
@@ -150,6 +156,21 @@ pub(crate) struct Entry<V> {
     refresh_at: Option<u64>,
     /// Set by the first hit that starts a refresh-ahead: one refresh per entry.
     refreshing: AtomicBool,
+    /// Set when moka replaces or evicts this entry: the front table no
+    /// longer serves it (see [`super::front`]).
+    retired: AtomicBool,
+}
+
+impl<V> Entry<V> {
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
+impl<V> Retirable for Entry<V> {
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
 }
 
 /// What a loader hands back to the cache: the value and whether to keep it.
@@ -190,6 +211,8 @@ struct Inner<K, V> {
     name: Arc<str>,
     config: CacheConfig,
     store: moka::sync::Cache<K, Arc<Entry<V>>, Hasher>,
+    /// Hot entries, read before `store` (see [`super::front`]).
+    front: Front<K, Entry<V>>,
     /// The time entries are stamped with and judged by.
     clock: Clock,
     index: Arc<Mutex<TagIndex<K>>>,
@@ -226,6 +249,7 @@ where
             let index = Arc::clone(&index);
             let stats = Arc::clone(&stats);
             move |key: Arc<K>, entry: Arc<Entry<V>>, cause| {
+                entry.retire();
                 stats.evicted(cause);
                 index.lock().remove(&*key, entry.fill, &entry.tags);
             }
@@ -253,6 +277,7 @@ where
                 name,
                 config,
                 store,
+                front: Front::new(),
                 clock: Clock::new(),
                 index,
                 stats,
@@ -364,19 +389,33 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Loaded<V>, BoxError>> + Send + 'static,
     {
-        if !force && let Some(entry) = self.inner.store.get(&key) {
-            let now = self.inner.clock.now();
-            if now < entry.fresh_until {
-                if let Some(refresh_at) = entry.refresh_at
-                    && now >= refresh_at
-                    && !entry.refreshing.load(Ordering::Relaxed)
-                    && !entry.refreshing.swap(true, Ordering::AcqRel)
-                    && self.start_flight(&key, options, loader, true).is_some()
-                {
-                    self.inner.stats.refresh();
+        if !force {
+            let (slot, epoch) = self.inner.front.read(&key);
+            let stored;
+            let entry = match Front::entry(&slot, &key, epoch) {
+                Some(entry) if !front::touch_moka() => Some(entry),
+                _ => {
+                    stored = self.inner.store.get(&key);
+                    stored.as_ref().map(|entry| {
+                        self.inner.front.fill(&key, entry, epoch, &slot);
+                        &**entry
+                    })
                 }
-                self.inner.stats.hit();
-                return Ok(entry.value.clone());
+            };
+            if let Some(entry) = entry {
+                let now = self.inner.clock.now();
+                if now < entry.fresh_until {
+                    if let Some(refresh_at) = entry.refresh_at
+                        && now >= refresh_at
+                        && !entry.refreshing.load(Ordering::Relaxed)
+                        && !entry.refreshing.swap(true, Ordering::AcqRel)
+                        && self.start_flight(&key, options, loader, true).is_some()
+                    {
+                        self.inner.stats.refresh();
+                    }
+                    self.inner.stats.hit();
+                    return Ok(entry.value.clone());
+                }
             }
         }
         self.load(key, options, loader).await
@@ -485,12 +524,19 @@ where
 
     /// The fresh value for `key`, if any (counted as a hit or a miss).
     pub async fn get(&self, key: &K) -> Option<V> {
-        let fresh = self
-            .inner
-            .store
-            .get(key)
-            .filter(|entry| self.inner.clock.now() < entry.fresh_until);
-        match fresh {
+        let (slot, epoch) = self.inner.front.read(key);
+        let stored;
+        let entry = match Front::entry(&slot, key, epoch) {
+            Some(entry) if !front::touch_moka() => Some(entry),
+            _ => {
+                stored = self.inner.store.get(key);
+                stored.as_ref().map(|entry| {
+                    self.inner.front.fill(key, entry, epoch, &slot);
+                    &**entry
+                })
+            }
+        };
+        match entry.filter(|entry| self.inner.clock.now() < entry.fresh_until) {
             Some(entry) => {
                 self.inner.stats.hit();
                 Some(entry.value.clone())
@@ -513,7 +559,7 @@ where
         let fill = self.inner.index.lock().index(&key, &tags);
         let freshness = self.inner.freshness(&LoadOptions::default());
         let entry = self.inner.new_entry(value, fill, tags, freshness);
-        self.inner.store.insert(key, entry);
+        self.inner.replace(key, entry);
         self.inner.stats.set_entries(self.inner.store.entry_count());
     }
 
@@ -525,7 +571,10 @@ where
                 flight.invalidated.store(true, Ordering::Release);
             }
         }
-        self.inner.store.invalidate(key);
+        if let Some(entry) = self.inner.store.remove(key) {
+            entry.retire();
+        }
+        self.inner.front.invalidate();
     }
 
     /// Removes every entry tagged `tag` and returns how many were removed;
@@ -548,10 +597,13 @@ where
                     Some(entry) if entry.value().fill == fill => Op::Remove,
                     _ => Op::Nop,
                 });
-            if matches!(result, CompResult::Removed(_)) {
+            if let CompResult::Removed(entry) = result {
+                entry.value().retire();
                 removed += 1;
             }
         }
+        // After the removals: no front slot filled before them serves again.
+        self.inner.front.invalidate();
         self.inner.stats.set_entries(self.inner.store.entry_count());
         removed
     }
@@ -561,6 +613,8 @@ where
         let _gate = self.inner.gate.write().await;
         self.inner.index.lock().invalidate_all();
         self.inner.store.invalidate_all();
+        self.inner.front.invalidate();
+        self.inner.front.clear();
     }
 
     /// Registers a warm-up load, run by [`Cache::warm`]. It receives the
@@ -720,6 +774,7 @@ where
                 .refresh_after
                 .map(|after| now.saturating_add(nanos(after))),
             refreshing: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -753,8 +808,19 @@ where
             drop(index);
             self.new_entry(value, fill, tags, *freshness)
         };
-        self.store.insert(key.clone(), entry);
+        self.replace(key.clone(), entry);
         self.stats.set_entries(self.store.entry_count());
+    }
+
+    /// Stores `entry` under `key`, retiring the entry it replaces inside
+    /// moka's per-key compute, so the front table stops serving that one.
+    fn replace(&self, key: K, entry: Arc<Entry<V>>) {
+        self.store.entry(key).and_upsert_with(|old| {
+            if let Some(old) = old {
+                old.value().retire();
+            }
+            entry
+        });
     }
 }
 
