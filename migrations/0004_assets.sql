@@ -38,6 +38,8 @@ CREATE TABLE assets (
     page_count            integer,
     extracted_text        text,
     processing_error      text,
+    -- Content steps not to run after the scan (bulk upload options).
+    skip_steps            text[] NOT NULL DEFAULT '{}',
     view_count            bigint NOT NULL DEFAULT 0,
     download_count        bigint NOT NULL DEFAULT 0,
     created_at            timestamptz NOT NULL DEFAULT now(),

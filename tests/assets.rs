@@ -803,7 +803,12 @@ async fn a_task_left_by_a_crashed_worker_runs_again_after_its_lease() {
     // waiting and make it look claimed by a worker that then died, with a
     // lease of 3 s.
     clamd.kill();
-    let created = upload_ok(app, &token, form(&org, "late.txt", b"resumed after a crash".to_vec())).await;
+    let created = upload_ok(
+        app,
+        &token,
+        form(&org, "late.txt", b"resumed after a crash".to_vec()),
+    )
+    .await;
     let id: uuid::Uuid = created["id"].as_str().unwrap().parse().unwrap();
     let started = Instant::now();
     loop {
@@ -820,23 +825,141 @@ async fn a_task_left_by_a_crashed_worker_runs_again_after_its_lease() {
         if claimed == 1 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "the scan task never waited");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the scan task never waited"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     clamd.restart();
     // clamd is back, but the dead worker's lease still holds the task.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let asset = app.get(&format!("/v1/assets/{id}"), Some(&token)).expect_status(200).await["data"].clone();
-    assert_eq!(asset["scanStatus"], "pending", "the lease still holds: {asset}");
+    let asset = app
+        .get(&format!("/v1/assets/{id}"), Some(&token))
+        .expect_status(200)
+        .await["data"]
+        .clone();
+    assert_eq!(
+        asset["scanStatus"], "pending",
+        "the lease still holds: {asset}"
+    );
     // Once it passes, a live worker takes the task and finishes it.
     let asset = processed(app, &token, &id.to_string()).await;
     assert_eq!(asset["scanStatus"], "clean", "{asset}");
     assert_eq!(asset["processingStatus"], "completed", "{asset}");
-    let (state, holder): (String, Option<String>) =
-        sqlx::query_as("SELECT state, locked_by FROM asset_tasks WHERE asset_id = $1 AND step = 'scan'")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (state, holder): (String, Option<String>) = sqlx::query_as(
+        "SELECT state, locked_by FROM asset_tasks WHERE asset_id = $1 AND step = 'scan'",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!((state.as_str(), holder), ("done", None));
+}
+
+#[tokio::test]
+async fn a_bulk_upload_registers_its_files_through_a_job() {
+    let env = spawn(None, |_| {}).await;
+    let app = &env.app;
+    let (token, org) = app.owner_with_org("bulk-org").await;
+    let existing = upload_ok(app, &token, form(&org, "old.txt", b"already here".to_vec())).await;
+    let mut elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
+    elf.resize(2048, 0);
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("one.txt", b"first bulk document about pensions".to_vec()),
+        ("two.csv", b"a,b\n1,2\n".to_vec()),
+        ("evil.pdf", elf),
+        ("../escape.txt", b"no".to_vec()),
+        ("logo.png", png(64, 64)),
+        ("again.txt", b"already here".to_vec()),
+    ];
+    let mut bulk = Form::new()
+        .text("organizationId", org.clone())
+        .text("batchSize", "2")
+        .text("skipDuplicates", "true")
+        .text("generateThumbnails", "false")
+        .text("category", "bulk");
+    for (name, bytes) in files {
+        bulk = bulk.part("file", Part::bytes(bytes).file_name(name.to_owned()));
+    }
+    let response = app
+        .client
+        .post(app.url("/v1/assets/bulk"))
+        .bearer_auth(&token)
+        .multipart(bulk)
+        .send()
+        .await
+        .unwrap();
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let accepted = boardroom_tests::expect_status(response, 202).await;
+    let job_id = accepted["data"]["jobId"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/jobs/{job_id}"));
+    let started = Instant::now();
+    let job = loop {
+        let job = app.get(&location, Some(&token)).expect_status(200).await["data"].clone();
+        if job["status"] == "completed"
+            || job["status"] == "failed"
+            || started.elapsed() > Duration::from_secs(30)
+        {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["total"], 6, "{job}");
+    assert_eq!(job["succeeded"], 4, "{job}");
+    assert_eq!(job["failed"], 2, "{job}");
+    let errors = job["errors"].to_string();
+    assert!(
+        errors.contains("evil.pdf") && errors.contains("escape.txt"),
+        "{errors}"
+    );
+    // 3 new assets (the duplicate was skipped), all in the category.
+    let list = app
+        .get("/v1/assets?category=bulk", Some(&token))
+        .expect_status(200)
+        .await["data"]
+        .clone();
+    assert_eq!(list["pagination"]["total"], 3, "{list}");
+    let all = app.get("/v1/assets", Some(&token)).expect_status(200).await["data"].clone();
+    assert_eq!(all["pagination"]["total"], 4, "{all}");
+    let _ = existing;
+    // Processing ran for them; the logo got no thumbnail (generateThumbnails=false).
+    for asset in list["assets"].as_array().unwrap() {
+        let done = processed(app, &token, asset["id"].as_str().unwrap()).await;
+        assert_eq!(done["processingStatus"], "completed", "{done}");
+        assert_eq!(done["hasThumbnail"], false, "{done}");
+    }
+    let found = app
+        .get("/v1/assets?query=pensions", Some(&token))
+        .expect_status(200)
+        .await;
+    assert_eq!(found["data"]["pagination"]["total"], 1, "{found}");
+    // Analytics see them.
+    let analytics = app
+        .get(
+            &format!("/v1/organizations/{org}/assets/analytics?period=week"),
+            Some(&token),
+        )
+        .expect_status(200)
+        .await["data"]
+        .clone();
+    assert_eq!(analytics["totals"]["assets"], 4, "{analytics}");
+    assert_eq!(analytics["totals"]["uploads"], 4, "{analytics}");
+    assert_eq!(analytics["processing"]["completed"], 4, "{analytics}");
+    assert!(
+        analytics["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["mimeType"] == "image/png"),
+        "{analytics}"
+    );
+    let (_, member) = app.member(&token, &org, "member").await;
+    app.get(
+        &format!("/v1/organizations/{org}/assets/analytics"),
+        Some(&member),
+    )
+    .expect_error(403, "forbidden")
+    .await;
 }

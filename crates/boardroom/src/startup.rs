@@ -113,7 +113,9 @@ impl Application {
 
     /// The job handlers of every domain, by kind.
     pub fn job_handlers() -> Handlers {
-        Handlers::new().with(users::bulk::BulkUpdateHandler)
+        Handlers::new()
+            .with(users::bulk::BulkUpdateHandler)
+            .with(crate::assets::bulk::BulkUploadHandler)
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight

@@ -3,6 +3,7 @@
 //! extraction), full-text search, and signed, expiring downloads.
 //!
 //! Routes: `POST /v1/assets` (multipart upload, [`upload`]),
+//! `POST /v1/assets/bulk` (many files, a job: [`bulk`]),
 //! `GET /v1/assets` (search with facets, [`search`]),
 //! `GET|PATCH|DELETE /v1/assets/{id}`, `GET /v1/assets/{id}/thumbnail`,
 //! `POST /v1/assets/{id}/download-url` and `GET /v1/files/{token}`
@@ -21,6 +22,7 @@
 //! ```
 
 pub mod analytics;
+pub mod bulk;
 pub mod download;
 pub mod extract;
 pub mod handlers;
@@ -58,6 +60,7 @@ use model::{Asset, Confidentiality};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(upload::upload_asset, search::search_assets))
+        .routes(routes!(bulk::bulk_upload))
         .routes(routes!(
             handlers::get_asset,
             handlers::update_asset,

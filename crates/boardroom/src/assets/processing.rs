@@ -45,6 +45,7 @@ struct Task {
     mime_type: String,
     size_bytes: i64,
     storage_key: String,
+    skip_steps: Vec<String>,
 }
 
 /// What running a step came to.
@@ -123,7 +124,7 @@ async fn claim(pool: &PgPool, name: &str, lease: Duration) -> Result<Option<Task
              RETURNING t.id, t.asset_id, t.step, t.attempts
          )
          SELECT c.id, c.asset_id, c.step, c.attempts, a.organization_id, a.mime_type,
-                a.size_bytes, a.storage_key
+                a.size_bytes, a.storage_key, a.skip_steps
          FROM claimed c JOIN assets a ON a.id = c.asset_id",
     )
     .bind(name)
@@ -197,7 +198,10 @@ async fn scan(services: &AssetServices, task: &Task) -> StepResult {
     match services.breakers.clamd.call_with(call, classify).await {
         Ok(verdict) => {
             let next = match verdict {
-                Verdict::Clean => content_steps(&task.mime_type),
+                Verdict::Clean => content_steps(&task.mime_type)
+                    .into_iter()
+                    .filter(|step| !task.skip_steps.iter().any(|s| s == step))
+                    .collect(),
                 Verdict::Infected(_) => Vec::new(),
             };
             StepResult::Done(Done {

@@ -45,18 +45,28 @@ pub struct NewAsset {
     pub scan_status: &'static str,
     /// The first processing steps to queue.
     pub steps: Vec<&'static str>,
+    /// Content steps not to run after the scan (bulk options).
+    pub skip_steps: Vec<&'static str>,
 }
 
 /// Inserts the asset and its first processing tasks in one transaction.
 pub async fn insert(pool: &PgPool, new: &NewAsset) -> Result<Asset, ApiError> {
     let mut tx = pool.begin().await?;
+    let asset = insert_in(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(asset)
+}
+
+/// Inserts the asset and its first processing tasks on `conn` (inside the
+/// caller's transaction).
+pub async fn insert_in(conn: &mut PgConnection, new: &NewAsset) -> Result<Asset, sqlx::Error> {
     // `processingStatus` starts `completed` when no step is queued.
     let asset = sqlx::query_as::<_, Asset>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO assets (id, organization_id, uploaded_by, title, description, category, tags,
              confidentiality_level, file_name, mime_type, size_bytes, sha256, storage_key,
-             scan_status, processing_status)
+             scan_status, processing_status, skip_steps)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-             CASE WHEN cardinality($15::text[]) = 0 THEN 'completed' ELSE 'pending' END)
+             CASE WHEN cardinality($15::text[]) = 0 THEN 'completed' ELSE 'pending' END, $16)
          RETURNING {ASSET_COLUMNS}"
     )))
     .bind(new.id)
@@ -74,10 +84,10 @@ pub async fn insert(pool: &PgPool, new: &NewAsset) -> Result<Asset, ApiError> {
     .bind(&new.storage_key)
     .bind(new.scan_status)
     .bind(&new.steps)
-    .fetch_one(&mut *tx)
+    .bind(&new.skip_steps)
+    .fetch_one(&mut *conn)
     .await?;
-    queue_steps(&mut tx, new.id, &new.steps).await?;
-    tx.commit().await?;
+    queue_steps(conn, new.id, &new.steps).await?;
     Ok(asset)
 }
 

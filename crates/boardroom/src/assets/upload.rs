@@ -147,6 +147,7 @@ pub async fn upload_asset(
             storage_key: key.clone(),
             scan_status,
             steps,
+            skip_steps: Vec::new(),
         };
         model::check_title(&new.title)?;
         let asset = state.db.run(repository::insert(&state.db.pool, &new)).await?;
@@ -171,7 +172,7 @@ pub async fn upload_asset(
 }
 
 /// Uploading needs membership above viewer.
-async fn authorize(
+pub(super) async fn authorize(
     state: &AppState,
     principal: Principal,
     organization: Uuid,
@@ -185,18 +186,19 @@ async fn authorize(
 
 /// The metadata fields of the form.
 #[derive(Debug, Default)]
-struct Form {
-    organization_id: Option<Uuid>,
-    title: Option<String>,
-    description: Option<String>,
-    category: Option<String>,
-    tags: Vec<String>,
-    confidentiality: Option<Confidentiality>,
-    skip_duplicates: bool,
+pub(super) struct Form {
+    pub(super) organization_id: Option<Uuid>,
+    pub(super) title: Option<String>,
+    pub(super) description: Option<String>,
+    pub(super) category: Option<String>,
+    pub(super) tags: Vec<String>,
+    pub(super) confidentiality: Option<Confidentiality>,
+    pub(super) skip_duplicates: bool,
 }
 
 impl Form {
-    fn set(&mut self, name: &str, value: String) -> Result<(), ApiError> {
+    /// Sets the field `name`; an unknown name or a bad value is a `400`/`422`.
+    pub(super) fn set(&mut self, name: &str, value: String) -> Result<(), ApiError> {
         match name {
             "organizationId" => {
                 self.organization_id = Some(value.trim().parse().map_err(|_| {
@@ -247,7 +249,8 @@ impl Form {
     }
 }
 
-async fn text_field(mut field: Field<'static>, name: &str) -> Result<String, ApiError> {
+/// A form field's text (at most 64 KiB).
+pub(super) async fn text_field(mut field: Field<'static>, name: &str) -> Result<String, ApiError> {
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if bytes.len() + chunk.len() > MAX_FIELD {
@@ -262,7 +265,7 @@ async fn text_field(mut field: Field<'static>, name: &str) -> Result<String, Api
 }
 
 /// A malformed or cut-off body is a `400`; a body over the limit a `413`.
-fn multipart_error(error: multer::Error) -> ApiError {
+pub(super) fn multipart_error(error: multer::Error) -> ApiError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(cause) = source {
         if cause.is::<http_body_util::LengthLimitError>()
@@ -278,14 +281,17 @@ fn multipart_error(error: multer::Error) -> ApiError {
     }
 }
 
-struct StoredFile {
-    file_name: String,
-    mime_type: String,
-    size: u64,
-    sha256: String,
+/// A file streamed into storage.
+pub(super) struct StoredFile {
+    pub(super) file_name: String,
+    pub(super) mime_type: String,
+    pub(super) size: u64,
+    pub(super) sha256: String,
 }
 
-async fn store(
+/// Streams `field` into `key`: hashed, size-limited, type-sniffed; nothing
+/// is left under `key` when it fails.
+pub(super) async fn store(
     state: &AppState,
     key: &str,
     mut field: Field<'static>,
