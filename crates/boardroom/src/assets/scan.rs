@@ -58,7 +58,7 @@ pub enum Verdict {
 }
 
 /// Why a scan gave no verdict.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ScanError {
     /// clamd could not be reached, or the connection broke: retry later.
     #[error("clamd unreachable: {0}")]
