@@ -60,6 +60,11 @@ impl TestApp {
         settings.database.connect_timeout = Duration::from_secs(10);
         settings.auth.jwt_secret = TEST_JWT_SECRET.to_owned();
         settings.debug.routes = true;
+        // Stored assets go to a folder of this test, removed on drop.
+        settings.storage.path = std::env::temp_dir()
+            .join(format!("boardroom-storage-{database}"))
+            .display()
+            .to_string();
         configure(&mut settings);
         settings.validate().expect("test settings are valid");
 
@@ -267,6 +272,7 @@ impl Drop for TestApp {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+        let _ = std::fs::remove_dir_all(&self.settings.storage.path);
         let database = self.database.clone();
         // Best effort, on its own thread: Drop cannot await, and the test's
         // runtime may be single-threaded.
