@@ -76,10 +76,10 @@ kib() { awk -v f="$1" '$1 == f {print $2}' "/proc/$SERVER/status"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # --- 1. upload: RSS growth and MB/s vs dd -------------------------------------
-yes 'board minutes, resolution carried unanimously, action items follow' | head -c 209715200 >"$WORK/body.txt"
+{ yes "board minutes, resolution carried unanimously, action items follow" || true; } | head -c 209715200 >"$WORK/body.txt"
 for run in $(seq 1 "$RUNS"); do
     # A different first line each run, so no upload is a duplicate.
-    { echo "run $run $RANDOM"; cat "$WORK/body.txt"; } | head -c 209715200 >"$WORK/up.txt"
+    { echo "run $run $RANDOM"; cat "$WORK/body.txt" || true; } | head -c 209715200 >"$WORK/up.txt"
     cat "$WORK/up.txt" >/dev/null # into the page cache
     echo 5 >"/proc/$SERVER/clear_refs"
     before=$(kib VmRSS:)
