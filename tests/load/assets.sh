@@ -107,7 +107,7 @@ URL=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/
 NGINX_PORT=$(free_port)
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<CONF
-daemon off; worker_processes 1; pid $WORK/nginx/pid; error_log $WORK/nginx/error.log;
+user root; daemon off; worker_processes 1; pid $WORK/nginx/pid; error_log $WORK/nginx/error.log;
 events { worker_connections 64; }
 http { access_log off; sendfile on; client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
   fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
