@@ -195,6 +195,17 @@ async fn openapi_lists_every_route_and_docs_load() {
         ("/v1/assets/{id}/download-url", "post"),
         ("/v1/organizations/{id}/assets/analytics", "get"),
         ("/v1/files/{token}", "get"),
+        ("/v1/notifications", "post"),
+        ("/v1/notifications/bulk", "post"),
+        ("/v1/notifications/{id}", "get"),
+        ("/v1/users/{id}/notification-preferences", "get"),
+        ("/v1/users/{id}/notification-preferences", "put"),
+        ("/v1/me/notifications", "get"),
+        ("/v1/me/notifications/{id}/read", "post"),
+        ("/v1/me/notifications/stream", "get"),
+        ("/v1/organizations/{id}/notifications/analytics", "get"),
+        ("/t/o/{token}", "get"),
+        ("/t/c/{token}", "get"),
     ];
     let paths = api["paths"].as_object().unwrap();
     let operations: usize = paths

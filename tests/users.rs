@@ -628,6 +628,59 @@ async fn activity_input_and_access_are_checked() {
         .await;
 }
 
+/// Views of `target` recorded so far, per viewer, once the buffer has
+/// written them (polled, bounded).
+async fn recorded_views(app: &TestApp, target: &str, expected_rows: i64) -> Vec<i64> {
+    let query = "SELECT count(*) FROM user_activity
+                 WHERE kind = 'user.viewed' AND metadata->>'targetId' = $1
+                 GROUP BY user_id ORDER BY 1";
+    for _ in 0..100 {
+        let counts: Vec<i64> = sqlx::query_scalar(query)
+            .bind(target)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        if counts.iter().sum::<i64>() >= expected_rows {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query_scalar(query)
+        .bind(target)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_profile_view_is_recorded_once_per_viewer_within_the_view_window() {
+    let app = TestApp::spawn().await;
+    let (owner, org) = app.owner_with_org("views-board").await;
+    let (member_id, _) = app.member(&owner, &org, "member").await;
+    let (_, colleague) = app.member(&owner, &org, "member").await;
+    let path = format!("/v1/users/{member_id}");
+    for _ in 0..5 {
+        app.get(&path, Some(&owner)).expect_status(200).await;
+    }
+    app.get(&path, Some(&colleague)).expect_status(200).await;
+    let views = recorded_views(&app, &member_id, 2).await;
+    // Give a wrongly recorded third view time to land too.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(recorded_views(&app, &member_id, 2).await, views);
+    assert_eq!(views, vec![1, 1], "one view per viewer in the window");
+
+    // With the window off, every view is a row.
+    let app = TestApp::spawn_with(|s| s.activity.view_window = Duration::ZERO).await;
+    let (owner, org) = app.owner_with_org("every-view-board").await;
+    let (member_id, _) = app.member(&owner, &org, "member").await;
+    for _ in 0..3 {
+        app.get(&format!("/v1/users/{member_id}"), Some(&owner))
+            .expect_status(200)
+            .await;
+    }
+    assert_eq!(recorded_views(&app, &member_id, 3).await, vec![3]);
+}
+
 #[tokio::test]
 async fn a_request_refused_by_the_users_stack_is_a_503_with_retry_after() {
     let app = TestApp::spawn_with(|s| {

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod clamd;
+pub mod providers;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -52,6 +53,13 @@ impl TestApp {
     /// Starts the app after `configure` adjusts the test defaults.
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
         let database = format!("boardroom_test_{}", Uuid::new_v4().simple());
+        Self::spawn_on(&database, configure).await
+    }
+
+    /// Starts another instance on `database` (e.g. an API-only instance and
+    /// a worker instance sharing one database); created if missing.
+    pub async fn spawn_on(database: &str, configure: impl FnOnce(&mut Settings)) -> Self {
+        let database = database.to_owned();
         let mut settings = Settings::defaults();
         settings.server.addr = "127.0.0.1:0".parse().unwrap();
         settings.server.shutdown_grace = Duration::from_secs(5);

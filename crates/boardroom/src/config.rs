@@ -65,6 +65,12 @@ pub struct Settings {
     /// `[assets]`: uploads, processing and downloads.
     #[serde(default)]
     pub assets: crate::assets::settings::AssetSettings,
+    /// `[notifications]`: delivery workers, retries, gateways, file outbox.
+    #[serde(default)]
+    pub notifications: crate::notifications::config::NotificationSettings,
+    /// `[email]`: the SMTP provider of the email channel.
+    #[serde(default)]
+    pub email: crate::notifications::config::EmailSettings,
     /// `[services.<name>]`: the resilience stack of each domain router
     /// (`users`, `organizations`) and dependency (`database`); see
     /// [`crate::stacks`]. A name left out gets the defaults.
@@ -193,6 +199,14 @@ pub struct ActivitySettings {
     /// buffer before a `503`. Default `1s`.
     #[serde(with = "duration")]
     pub enqueue_timeout: Duration,
+    /// `activity.view_window` — a profile view is recorded at most once per
+    /// (viewer, profile) within this window; `0s` records every view. Default `60s`.
+    #[serde(with = "duration", default = "default_view_window")]
+    pub view_window: Duration,
+}
+
+fn default_view_window() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[debug]`: switches for tests; never enable in production.
@@ -516,6 +530,7 @@ impl Settings {
             Duration::ZERO,
             Duration::from_secs(60),
         )?;
+        check_duration("activity.view_window", a.view_window, Duration::ZERO, HOUR)?;
         check_duration(
             "health.degraded_latency",
             self.health.degraded_latency,
@@ -524,6 +539,8 @@ impl Settings {
         )?;
         self.jobs.validate()?;
         crate::assets::settings::validate(&self.storage, &self.scanner, &self.assets)?;
+        self.notifications.validate()?;
+        self.email.validate()?;
         self.validate_alerts()?;
         check_duration(
             "dashboard.stream_interval",

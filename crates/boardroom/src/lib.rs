@@ -1,6 +1,7 @@
 //! Boardroom: the board-governance REST service (axum on PostgreSQL).
 //!
-//! Layout: one folder per domain ([`organizations`], [`users`], [`assets`]), each owning
+//! Layout: one folder per domain ([`organizations`], [`users`],
+//! [`assets`], [`notifications`]), each owning
 //! its `router()`, handlers, model and repository; [`auth`] (bearer tokens,
 //! roles), [`ops`] (health, metrics, the admin API, the dashboard and budget
 //! alerts), [`jobs`] (durable bulk jobs shared by the domains), and the
@@ -26,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod middleware;
+pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod organizations;

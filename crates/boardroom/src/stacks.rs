@@ -60,7 +60,18 @@ use crate::{
 /// The domain routers that run inside a stack of their own. `debug` is the
 /// test-only routes' stack (built only with `debug.routes`), so tests can
 /// slow a real operation past its budget.
-pub const DOMAINS: &[&str] = &["organizations", "users", "jobs", "debug", "assets", "files"];
+pub const DOMAINS: &[&str] = &[
+    "organizations",
+    "users",
+    "jobs",
+    "debug",
+    "notifications",
+    "assets",
+    "files",
+];
+
+/// The outgoing notification channels' stacks (every section may be used).
+pub const CHANNELS: &[&str] = crate::notifications::channels::STACKS;
 
 /// The dependency stacks (only their `breaker` section is used).
 /// `clamd`, `thumbnails` and `extract` are the asset processing steps.
@@ -71,7 +82,9 @@ pub const DEPENDENCIES: &[&str] = &["database", "clamd", "thumbnails", "extract"
 /// layers refuse are errors naming the key.
 pub fn validate(settings: &Settings) -> Result<(), ConfigError> {
     for (name, config) in &settings.services {
-        let known = DOMAINS.contains(&name.as_str()) || DEPENDENCIES.contains(&name.as_str());
+        let known = DOMAINS.contains(&name.as_str())
+            || DEPENDENCIES.contains(&name.as_str())
+            || CHANNELS.contains(&name.as_str());
         if !known {
             return Err(ConfigError::Service {
                 key: format!("services.{name}"),
@@ -80,6 +93,7 @@ pub fn validate(settings: &Settings) -> Result<(), ConfigError> {
                     DOMAINS
                         .iter()
                         .chain(DEPENDENCIES)
+                        .chain(CHANNELS)
                         .copied()
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -106,6 +120,9 @@ pub fn validate(settings: &Settings) -> Result<(), ConfigError> {
     let registry = Registry::new();
     for name in DOMAINS {
         DomainLayer::new(name, settings, &registry).map_err(ConfigError::from)?;
+    }
+    for name in CHANNELS {
+        ServiceStack::new(*name, &settings.service(name), &registry).map_err(ConfigError::from)?;
     }
     Database::breaker(settings, &registry).map_err(ConfigError::from)?;
     Ok(())

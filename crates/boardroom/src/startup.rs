@@ -32,9 +32,9 @@ use crate::{
     config::Settings,
     database,
     jobs::{self, Handlers, JobEvents},
-    middleware, openapi, ops, organizations,
+    middleware, notifications, openapi, ops, organizations,
     stacks::{Database, DomainLayer},
-    state::AppState,
+    state::{AppState, Shared},
     users::{
         self,
         activity::{ActivityBuffer, ActivityWriter},
@@ -74,11 +74,12 @@ impl Application {
         let registry = Registry::new();
         let db = Database::new(pool, &settings, &registry)?;
         let ops = ops::OpsState::new(&settings, &registry);
+        let notifications = notifications::NotificationsState::new(&settings, &registry)?;
         let users = UserCaches::new(settings.service("users").cache, &registry)?;
         let (activity, activity_writer) =
             ActivityBuffer::start(db.pool.clone(), &settings.activity);
         let assets = crate::assets::AssetServices::new(&settings, &registry)?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             assets,
             ops,
             db,
@@ -89,8 +90,9 @@ impl Application {
             settings: Arc::new(settings),
             metrics,
             jobs: JobEvents::new(),
+            notifications,
             started_at: Instant::now(),
-        };
+        });
         let router = app(state.clone())?;
         Ok(Self {
             listener,
@@ -116,6 +118,7 @@ impl Application {
         Handlers::new()
             .with(users::bulk::BulkUpdateHandler)
             .with(crate::assets::bulk::BulkUploadHandler)
+            .with(notifications::bulk::BulkSendHandler)
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight
@@ -143,6 +146,7 @@ impl Application {
             &mut background,
         );
         crate::assets::processing::spawn(&self.state, &stop_rx, &mut background);
+        notifications::start(&self.state, &stop_rx, &mut background);
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let ops_state = self.state.ops.clone();
         let signal = async move {
@@ -213,6 +217,11 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         .merge(jobs::router().layer(DomainLayer::new("jobs", settings, registry)?))
         .merge(crate::assets::router().layer(DomainLayer::new("assets", settings, registry)?))
         .merge(crate::assets::files_router().layer(DomainLayer::new("files", settings, registry)?))
+        .merge(notifications::router().layer(DomainLayer::new(
+            "notifications",
+            settings,
+            registry,
+        )?))
         .routes(routes!(openapi::openapi_json))
         .split_for_parts();
     openapi::finish(&mut api);

@@ -82,6 +82,9 @@ pub struct AdminStats {
     pub services: Vec<ServiceStats>,
     /// Active budget alerts, oldest first.
     pub alerts: Vec<AlertView>,
+    /// The notification delivery queue: depth, oldest due age, rate, dead
+    /// letters and each provider's breaker.
+    pub notifications: crate::notifications::stats::QueueStats,
     /// Every layer handle's raw statistics (`operations`, `breakers`,
     /// `concurrency`, `retries`, `caches`, `budgets`, `alerts`).
     #[schema(value_type = Object)]
@@ -319,6 +322,7 @@ pub fn stats(state: &AppState) -> AdminStats {
         .to_owned(),
         services: services.into_values().collect(),
         alerts: layers.alerts.iter().map(AlertView::from).collect(),
+        notifications: state.notifications.stats.get(),
         layers,
     }
 }

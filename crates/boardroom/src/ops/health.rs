@@ -76,6 +76,20 @@ pub struct Checks {
     pub activity: ActivityCheck,
     /// Assets: object store, clamd, processing backlog.
     pub assets: crate::assets::health::AssetsCheck,
+    /// The notification delivery queue.
+    pub notifications: NotificationsCheck,
+}
+
+/// The notification delivery queue (see `notifications::stats`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsCheck {
+    /// `degraded` when the oldest due delivery has waited over a minute or a
+    /// provider's breaker is not closed; never `down`.
+    pub status: Status,
+    /// The queue's figures (refreshed every 2 s).
+    #[serde(flatten)]
+    pub queue: crate::notifications::stats::QueueStats,
 }
 
 /// The in-memory activity buffer (see `users::activity`).
@@ -308,9 +322,26 @@ pub async fn report(state: &AppState) -> HealthReport {
         }
     };
     let assets = crate::assets::health::check(state).await;
+    let notifications = {
+        let queue = state.notifications.stats.get();
+        let stuck = queue.oldest_due_age_seconds > 60.0;
+        let breaker_open = queue
+            .breakers
+            .values()
+            .any(|s| s != "closed" && s != "disabled");
+        NotificationsCheck {
+            status: if stuck || breaker_open {
+                Status::Degraded
+            } else {
+                Status::Ok
+            },
+            queue,
+        }
+    };
     let status = database
         .status
         .max(assets.status)
+        .max(notifications.status)
         .max(pool.status)
         .max(memory.status)
         .max(services.status)
@@ -325,6 +356,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             services,
             activity,
             assets,
+            notifications,
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started_at.elapsed().as_secs(),

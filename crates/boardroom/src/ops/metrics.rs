@@ -68,6 +68,7 @@ pub fn recorder() -> PrometheusHandle {
             super::health::describe();
             super::alerts::describe();
             crate::users::activity::describe();
+            crate::notifications::describe();
             handle
         })
         .clone()
@@ -78,7 +79,7 @@ pub fn recorder() -> PrometheusHandle {
 pub const DEAD_LETTERS: &str = "boardroom_dead_letters_total";
 
 /// The durable background queues, each with a `queue` label on [`DEAD_LETTERS`].
-pub const QUEUES: &[&str] = &["jobs"];
+pub const QUEUES: &[&str] = &["jobs", "notifications"];
 
 /// HELP texts and units for every metric this module records.
 fn describe() {
@@ -109,25 +110,101 @@ fn describe() {
 
 /// Middleware: records duration, count and in-flight requests.
 pub async fn track(request: Request, next: Next) -> Response {
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = method_label(request.method());
-    let active =
-        InFlight::start(metrics::gauge!(ACTIVE, "method" => method, "route" => route.clone()));
+        .map_or("unmatched", MatchedPath::as_str);
+    let handles = route_handles(method, route);
+    let active = InFlight::start(handles.active.clone());
     let started = Instant::now();
     let response = next.run(request).await;
     drop(active);
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route),
-        ("status", status),
-    ];
-    metrics::histogram!(DURATION, &labels).record(started.elapsed().as_secs_f64());
-    metrics::counter!(REQUESTS, &labels).increment(1);
+    let (duration, requests) = handles.by_status(response.status().as_u16());
+    duration.record(started.elapsed().as_secs_f64());
+    requests.increment(1);
     response
+}
+
+/// The metric handles of one (method, route template): looking a labelled
+/// metric up in the recorder hashes its name and labels and allocates the
+/// label strings, three times a request; a handle is a shared pointer. The
+/// set is bounded like the labels (route templates × methods × statuses).
+struct RouteHandles {
+    method: &'static str,
+    route: Box<str>,
+    active: metrics::Gauge,
+    statuses: std::sync::RwLock<Vec<(u16, metrics::Histogram, metrics::Counter)>>,
+}
+
+impl RouteHandles {
+    fn by_status(&self, status: u16) -> (metrics::Histogram, metrics::Counter) {
+        let known = self
+            .statuses
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(code, ..)| *code == status)
+            .map(|(_, duration, requests)| (duration.clone(), requests.clone()));
+        known.unwrap_or_else(|| {
+            let labels = [
+                ("method", self.method.to_owned()),
+                ("route", self.route.to_string()),
+                ("status", status.to_string()),
+            ];
+            let handles = (
+                metrics::histogram!(DURATION, &labels),
+                metrics::counter!(REQUESTS, &labels),
+            );
+            let mut statuses = self
+                .statuses
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !statuses.iter().any(|(code, ..)| *code == status) {
+                statuses.push((status, handles.0.clone(), handles.1.clone()));
+            }
+            handles
+        })
+    }
+}
+
+/// Route template → the handles of each method seen on it.
+type HandleMap = std::collections::HashMap<Box<str>, Vec<std::sync::Arc<RouteHandles>>>;
+
+/// The handles for `method` on `route`, made on first use. Before the
+/// recorder is installed (it is, by [`recorder`], before the service serves)
+/// handles are not kept, so none is ever bound to no recorder.
+fn route_handles(method: &'static str, route: &str) -> std::sync::Arc<RouteHandles> {
+    static HANDLES: OnceLock<std::sync::RwLock<HandleMap>> = OnceLock::new();
+    let make = || {
+        std::sync::Arc::new(RouteHandles {
+            method,
+            route: route.into(),
+            active: metrics::gauge!(ACTIVE, "method" => method, "route" => route.to_owned()),
+            statuses: std::sync::RwLock::new(Vec::new()),
+        })
+    };
+    if HANDLE.get().is_none() {
+        return make();
+    }
+    let map = HANDLES.get_or_init(Default::default);
+    let found = map
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(route)
+        .and_then(|methods| methods.iter().find(|h| h.method == method).cloned());
+    found.unwrap_or_else(|| {
+        let mut map = map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let methods = map.entry(route.into()).or_default();
+        if let Some(existing) = methods.iter().find(|h| h.method == method) {
+            return std::sync::Arc::clone(existing);
+        }
+        let handles = make();
+        methods.push(std::sync::Arc::clone(&handles));
+        handles
+    })
 }
 
 /// Known methods keep their name; anything else is `other`, to bound cardinality.

@@ -235,10 +235,17 @@ struct Counters {
     written: AtomicU64,
 }
 
+/// Most (viewer, profile) pairs remembered for `activity.view_window`; past
+/// it the oldest are forgotten and their next view is recorded again.
+const RECENT_VIEWS: u64 = 100_000;
+
 /// The buffer's sending side (cheap to clone). See the module documentation.
 #[derive(Clone, Debug)]
 pub struct ActivityBuffer {
     sender: mpsc::Sender<Pending>,
+    /// (viewer, profile) pairs whose view was recorded within
+    /// `activity.view_window`; `None` when every view is recorded.
+    recent_views: Option<moka::sync::Cache<(Uuid, Uuid), ()>>,
     capacity: usize,
     enqueue_timeout: Duration,
     counters: Arc<Counters>,
@@ -268,8 +275,15 @@ impl ActivityBuffer {
             counters: Arc::clone(&counters),
         };
         let task = tokio::spawn(writer.run());
+        let recent_views = (!settings.view_window.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(RECENT_VIEWS)
+                .time_to_live(settings.view_window)
+                .build()
+        });
         let buffer = Self {
             sender,
+            recent_views,
             capacity,
             enqueue_timeout: settings.enqueue_timeout,
             counters,
@@ -335,7 +349,17 @@ impl ActivityBuffer {
     }
 
     /// `viewer` looked at `target`'s profile.
+    ///
+    /// Recorded at most once per (viewer, profile) within
+    /// `activity.view_window`: a client polling a profile is one view a
+    /// window, not one row per request.
     pub fn record_view(&self, viewer: Uuid, target: Uuid) {
+        if let Some(recent) = &self.recent_views {
+            if recent.contains_key(&(viewer, target)) {
+                return;
+            }
+            recent.insert((viewer, target), ());
+        }
         self.record(viewer, "user.viewed", target);
     }
 

@@ -359,15 +359,23 @@ impl Search {
     async fn facets(&self, pool: &PgPool) -> Result<(UserFacets, i64), ApiError> {
         let mut sql = QueryBuilder::new("");
         self.push_base(&mut sql);
-        sql.push(
+        // Within one organization a user has one membership, so `base` has
+        // one row per user and a plain count (hash-aggregated) is exact;
+        // across organizations a user can appear once per membership.
+        let count = if self.organization_id.is_some() {
+            "count(*)"
+        } else {
+            "count(DISTINCT id)"
+        };
+        sql.push(format!(
             "SELECT GROUPING(role, is_active, designation)::int AS set, role, is_active, designation, \
-               count(DISTINCT id) FILTER (WHERE active_ok AND designation_ok) AS by_role, \
-               count(DISTINCT id) FILTER (WHERE role_ok AND designation_ok) AS by_active, \
-               count(DISTINCT id) FILTER (WHERE role_ok AND active_ok) AS by_designation, \
-               count(DISTINCT id) FILTER (WHERE role_ok AND active_ok AND designation_ok) AS total \
+               {count} FILTER (WHERE active_ok AND designation_ok) AS by_role, \
+               {count} FILTER (WHERE role_ok AND designation_ok) AS by_active, \
+               {count} FILTER (WHERE role_ok AND active_ok) AS by_designation, \
+               {count} FILTER (WHERE role_ok AND active_ok AND designation_ok) AS total \
              FROM base GROUP BY GROUPING SETS ((role), (is_active), (designation), ()) \
-             ORDER BY 1, 2, 3, 4",
-        );
+             ORDER BY 1, 2, 3, 4"
+        ));
         type Row = (
             i32,
             Option<String>,
