@@ -6,6 +6,7 @@
 //! drops the database when the `TestApp` is dropped (best effort).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod clamd;
 pub mod providers;
 pub mod redis;
 
@@ -70,6 +71,11 @@ impl TestApp {
         settings.database.connect_timeout = Duration::from_secs(10);
         settings.auth.jwt_secret = TEST_JWT_SECRET.to_owned();
         settings.debug.routes = true;
+        // Stored assets go to a folder of this test, removed on drop.
+        settings.storage.path = std::env::temp_dir()
+            .join(format!("boardroom-storage-{database}"))
+            .display()
+            .to_string();
         configure(&mut settings);
         Self::start(settings, database, true).await
     }
@@ -290,6 +296,7 @@ impl Drop for TestApp {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+        let _ = std::fs::remove_dir_all(&self.settings.storage.path);
         if !self.owns_database {
             return;
         }

@@ -59,6 +59,15 @@ pub struct Settings {
     /// `[jobs]`: the background job workers (bulk operations).
     #[serde(default)]
     pub jobs: JobsSettings,
+    /// `[storage]`: the object store of assets.
+    #[serde(default)]
+    pub storage: crate::assets::settings::StorageSettings,
+    /// `[scanner]`: the clamd virus scanner of assets.
+    #[serde(default)]
+    pub scanner: crate::assets::settings::ScannerSettings,
+    /// `[assets]`: uploads, processing and downloads.
+    #[serde(default)]
+    pub assets: crate::assets::settings::AssetSettings,
     /// `[notifications]`: delivery workers, retries, gateways, file outbox.
     #[serde(default)]
     pub notifications: crate::notifications::config::NotificationSettings,
@@ -533,6 +542,7 @@ impl Settings {
         )?;
         self.jobs.validate()?;
         self.cache.validate()?;
+        crate::assets::settings::validate(&self.storage, &self.scanner, &self.assets)?;
         self.notifications.validate()?;
         self.email.validate()?;
         self.validate_alerts()?;
@@ -656,6 +666,11 @@ fn describe_figment_error(error: &figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Parses a size given as bytes or with a unit (`"512KiB"`, `"1MiB"`, `"2MB"`).
+pub fn parse_size(text: &str) -> Option<usize> {
+    byte_size::parse(text)
 }
 
 /// Hides the password of a connection URL for logs and messages.

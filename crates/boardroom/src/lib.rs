@@ -1,7 +1,7 @@
 //! Boardroom: the board-governance REST service (axum on PostgreSQL).
 //!
 //! Layout: one folder per domain ([`organizations`], [`users`],
-//! [`notifications`]), each owning
+//! [`assets`], [`notifications`]), each owning
 //! its `router()`, handlers, model and repository; [`auth`] (bearer tokens,
 //! roles), [`ops`] (health, metrics, the admin API, the dashboard and budget
 //! alerts), [`jobs`] (durable bulk jobs shared by the domains), and the
@@ -17,6 +17,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod assets;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -63,7 +63,11 @@ pub fn apply(router: Router<AppState>, settings: &Settings) -> Router<AppState> 
             // Content-Length up front (bulk routes take up to jobs.max_body and
             // read their body themselves)…
             .layer(RequestBodyLimitLayer::new(
-                settings.server.body_limit.max(settings.jobs.max_body),
+                settings
+                    .server
+                    .body_limit
+                    .max(settings.jobs.max_body)
+                    .max(crate::assets::upload_body_limit(settings)),
             ))
             // …and while streaming, by the extractors.
             .layer(DefaultBodyLimit::max(settings.server.body_limit)),

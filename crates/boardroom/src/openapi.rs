@@ -54,6 +54,7 @@ use crate::envelope::{ErrorBody, ErrorEnvelope};
         (name = "organizations", description = "Organizations and memberships"),
         (name = "users", description = "Users (board members)"),
         (name = "jobs", description = "Bulk jobs: progress, errors and a live event stream"),
+        (name = "assets", description = "Documents: uploads, processing, search, signed downloads"),
         (name = "notifications", description = "Notifications: send, preferences, in-app feed, tracking, analytics"),
     )
 )]

@@ -60,13 +60,29 @@ use crate::{
 /// The domain routers that run inside a stack of their own. `debug` is the
 /// test-only routes' stack (built only with `debug.routes`), so tests can
 /// slow a real operation past its budget.
-pub const DOMAINS: &[&str] = &["organizations", "users", "jobs", "debug", "notifications"];
+pub const DOMAINS: &[&str] = &[
+    "organizations",
+    "users",
+    "jobs",
+    "debug",
+    "notifications",
+    "assets",
+    "files",
+];
 
 /// The outgoing notification channels' stacks (every section may be used).
 pub const CHANNELS: &[&str] = crate::notifications::channels::STACKS;
 
 /// The dependency stacks (only their `breaker` section is used).
-pub const DEPENDENCIES: &[&str] = &["database", crate::shared_cache::REDIS_SERVICE];
+/// `redis` is the shared second-level cache; `clamd`, `thumbnails` and
+/// `extract` are the asset processing steps.
+pub const DEPENDENCIES: &[&str] = &[
+    "database",
+    crate::shared_cache::REDIS_SERVICE,
+    "clamd",
+    "thumbnails",
+    "extract",
+];
 
 /// Checks every `[services.<name>]` table by building it into a throwaway
 /// registry: unknown names, sections a name does not use, and values the

@@ -79,7 +79,9 @@ impl Application {
         let users = UserCaches::new(settings.service("users").cache, &registry, &shared_cache)?;
         let (activity, activity_writer) =
             ActivityBuffer::start(db.pool.clone(), &settings.activity);
+        let assets = crate::assets::AssetServices::new(&settings, &registry)?;
         let state = AppState::new(Shared {
+            assets,
             ops,
             db,
             registry,
@@ -117,6 +119,7 @@ impl Application {
     pub fn job_handlers() -> Handlers {
         Handlers::new()
             .with(users::bulk::BulkUpdateHandler)
+            .with(crate::assets::bulk::BulkUploadHandler)
             .with(notifications::bulk::BulkSendHandler)
     }
 
@@ -151,6 +154,7 @@ impl Application {
             &stop_rx,
             &mut background,
         );
+        crate::assets::processing::spawn(&self.state, &stop_rx, &mut background);
         notifications::start(&self.state, &stop_rx, &mut background);
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let ops_state = self.state.ops.clone();
@@ -220,6 +224,8 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         )?))
         .merge(users::router().layer(DomainLayer::new("users", settings, registry)?))
         .merge(jobs::router().layer(DomainLayer::new("jobs", settings, registry)?))
+        .merge(crate::assets::router().layer(DomainLayer::new("assets", settings, registry)?))
+        .merge(crate::assets::files_router().layer(DomainLayer::new("files", settings, registry)?))
         .merge(notifications::router().layer(DomainLayer::new(
             "notifications",
             settings,

@@ -61,6 +61,8 @@ pub struct Shared {
     pub jobs: JobEvents,
     /// When this application was built (for uptime).
     pub started_at: Instant,
+    /// The assets domain: storage, scanner, step breakers, link signer.
+    pub assets: crate::assets::AssetServices,
     /// Budget alerts (history, webhook) and the shutdown signal of long-lived streams.
     pub ops: OpsState,
     /// The shared second-level cache and cross-instance invalidation.

@@ -79,6 +79,8 @@ pub struct Checks {
     /// The shared second-level cache (Redis), when `cache.redis_url` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<crate::shared_cache::L2Status>,
+    /// Assets: object store, clamd, processing backlog.
+    pub assets: crate::assets::health::AssetsCheck,
     /// The notification delivery queue.
     pub notifications: NotificationsCheck,
 }
@@ -251,7 +253,7 @@ async fn readiness(state: &AppState, headers: &HeaderMap) -> Response {
     let down = report.status == Status::Down;
     let error = down.then(|| ErrorBody {
         code: "unavailable".into(),
-        message: "the service is not ready: the database is unreachable".into(),
+        message: "the service is not ready: the database or the object store is unreachable".into(),
         request_id: headers
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
@@ -328,6 +330,7 @@ pub async fn report(state: &AppState) -> HealthReport {
         Some(l2) => Some(l2.status(state.settings.health.timeout).await),
         None => None,
     };
+    let assets = crate::assets::health::check(state).await;
     let notifications = {
         let queue = state.notifications.stats.get();
         let stuck = queue.oldest_due_age_seconds > 60.0;
@@ -346,6 +349,7 @@ pub async fn report(state: &AppState) -> HealthReport {
     };
     let status = database
         .status
+        .max(assets.status)
         .max(notifications.status)
         .max(pool.status)
         .max(memory.status)
@@ -362,6 +366,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             services,
             activity,
             redis,
+            assets,
             notifications,
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
