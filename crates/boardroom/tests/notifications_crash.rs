@@ -11,6 +11,9 @@
 //! with an `Idempotency-Key` — it accepts an id once: a resend of an id it
 //! already accepted (a delivery in flight at the kill) is acknowledged
 //! without being a second message. The in-app feed holds each delivery once.
+//!
+//! The second test is the scale-out case (issue 9): two instances share the
+//! queue, one is killed, the other finishes its share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -21,7 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, extract::State, http::HeaderMap, http::StatusCode, routing::post};
+use axum::{
+    Router, extract::Path, extract::State, http::HeaderMap, http::StatusCode, routing::post,
+};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
@@ -114,13 +119,27 @@ async fn start(database_url: &str, gateway: &str, outbox: &std::path::Path, name
 
 #[derive(Default)]
 struct Seen {
-    /// 2xx answers that were a first acceptance.
-    accepted: HashSet<String>,
+    /// Delivery id → the instance (gateway path) whose request first got it
+    /// accepted; a later request for the same id is acknowledged, not a
+    /// second message.
+    accepted: HashMap<String, String>,
     /// Requests per id.
     presented: HashMap<String, u32>,
 }
 
-async fn gateway(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap) -> StatusCode {
+impl Seen {
+    fn accepted_by(&self, instance: &str) -> usize {
+        self.accepted.values().filter(|v| *v == instance).count()
+    }
+}
+
+/// `POST /push/{instance}`: each instance is given its own path, so the stub
+/// knows which process sent what.
+async fn gateway(
+    State(seen): State<Arc<Mutex<Seen>>>,
+    Path(instance): Path<String>,
+    headers: HeaderMap,
+) -> StatusCode {
     let Some(id) = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -135,11 +154,24 @@ async fn gateway(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap) -> St
         .entry(id.clone())
         .or_default() += 1;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    seen.lock().unwrap().accepted.insert(id);
+    seen.lock().unwrap().accepted.entry(id).or_insert(instance);
     StatusCode::OK
 }
 
-async fn seed(pool: &PgPool) -> (Uuid, Vec<Uuid>) {
+/// Starts the gateway stub; returns its base URL (`http://addr/push`).
+async fn start_gateway(seen: Arc<Mutex<Seen>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/push", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/push/{instance}", post(gateway))
+        .with_state(seen);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+async fn seed(pool: &PgPool, users: i64) -> (Uuid, Vec<Uuid>) {
     let org = Uuid::new_v4();
     sqlx::query("INSERT INTO organizations (id, name, slug) VALUES ($1, 'Crash', 'crash-notify')")
         .bind(org)
@@ -157,7 +189,7 @@ async fn seed(pool: &PgPool) -> (Uuid, Vec<Uuid>) {
              SELECT $2, id, 'member' FROM new_users)
          SELECT id FROM new_users",
     )
-    .bind(USERS)
+    .bind(users)
     .bind(org)
     .fetch_all(pool)
     .await
@@ -174,36 +206,20 @@ async fn counts(pool: &PgPool) -> HashMap<String, i64> {
     rows.into_iter().collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway_url = format!("http://{}/push", listener.local_addr().unwrap());
-    let app = Router::new()
-        .route("/push", post(gateway))
-        .with_state(seen.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let outbox = std::env::temp_dir().join(format!(
-        "boardroom-crash-outbox-{}",
-        Uuid::new_v4().simple()
-    ));
-
-    let base = postgres_base_url();
-    let database = format!("boardroom_notify_crash_{}", Uuid::new_v4().simple());
-    let database_url = format!("{base}/{database}");
-    let first = start(&database_url, &gateway_url, &outbox, "first").await;
-    let pool = PgPool::connect(&database_url).await.unwrap();
-    let (org, users) = seed(&pool).await;
-    let output = command(&database_url, &gateway_url, &outbox)
-        .args(["token", "--user", &Uuid::new_v4().to_string(), "--service"])
-        .output()
-        .unwrap();
+/// Sends one `high` notification on `push` and `in_app` to `users` through
+/// `process`, with a service token; asserts every delivery was queued.
+async fn send_to_all(process: &Process, database_url: &str, org: Uuid, users: &[Uuid]) {
+    let output = command(
+        database_url,
+        "http://127.0.0.1:9/unused",
+        std::path::Path::new("."),
+    )
+    .args(["token", "--user", &Uuid::new_v4().to_string(), "--service"])
+    .output()
+    .unwrap();
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-
     let response = reqwest::Client::new()
-        .post(format!("http://{}/v1/notifications", first.addr))
+        .post(format!("http://{}/v1/notifications", process.addr))
         .bearer_auth(&token)
         .json(&json!({
             "userIds": users,
@@ -217,9 +233,53 @@ async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() 
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202, "{}", first.log_tail());
+    assert_eq!(response.status(), 202, "{}", process.log_tail());
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["data"]["queued"], USERS * 2);
+    assert_eq!(body["data"]["queued"], users.len() * 2);
+}
+
+/// Waits until every delivery is `sent`, failing with `process`'s log.
+async fn wait_all_sent(pool: &PgPool, total: i64, process: &Process, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = counts(pool).await;
+        if now.get("sent").copied().unwrap_or(0) == total {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all sent: {now:?}\n{}",
+            process.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn drop_database(base: &str, database: &str) {
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{base}/postgres")).await {
+        let sql = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let gateway_url = format!("{}/only", start_gateway(seen.clone()).await);
+    let outbox = std::env::temp_dir().join(format!(
+        "boardroom-crash-outbox-{}",
+        Uuid::new_v4().simple()
+    ));
+
+    let base = postgres_base_url();
+    let database = format!("boardroom_notify_crash_{}", Uuid::new_v4().simple());
+    let database_url = format!("{base}/{database}");
+    let first = start(&database_url, &gateway_url, &outbox, "first").await;
+    let pool = PgPool::connect(&database_url).await.unwrap();
+    let (org, users) = seed(&pool, USERS).await;
+    send_to_all(&first, &database_url, org, &users).await;
 
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.lock().unwrap().accepted.len() < 300 {
@@ -243,19 +303,7 @@ async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() 
     drop(first);
 
     let second = start(&database_url, &gateway_url, &outbox, "second").await;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let now = counts(&pool).await;
-        if now.get("sent").copied().unwrap_or(0) == USERS * 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all sent after restart: {now:?}\n{}",
-            second.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_all_sent(&pool, USERS * 2, &second, Duration::from_secs(180)).await;
     let push_ids: Vec<Uuid> =
         sqlx::query_scalar("SELECT id FROM notification_deliveries WHERE channel = 'push'")
             .fetch_all(&pool)
@@ -264,8 +312,9 @@ async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() 
     let resent = {
         let seen = seen.lock().unwrap();
         let push: HashSet<String> = push_ids.iter().map(Uuid::to_string).collect();
+        let accepted: HashSet<String> = seen.accepted.keys().cloned().collect();
         assert_eq!(
-            seen.accepted, push,
+            accepted, push,
             "the gateway accepted every push delivery, nothing else"
         );
         seen.presented.values().filter(|&&n| n > 1).count()
@@ -292,10 +341,112 @@ async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() 
     drop(second);
     pool.close().await;
     let _ = std::fs::remove_dir_all(&outbox);
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{base}/postgres")).await {
-        let sql = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await;
+    drop_database(&base, &database).await;
+}
+
+/// Issue 9: two instances on one database share the queue. 5,000 members ×
+/// (`push`, `in_app`) = 10,000 deliveries; instance `a` and `b` each talk to
+/// the gateway on their own path, so the stub knows who sent what. Once both
+/// have had pushes accepted, `a` is killed with `SIGKILL`; `b` alone must
+/// finish everything, including what `a` held (its leases expire after 2 s).
+/// Each delivery ends `sent` once; each push id is accepted once, and only an
+/// id in flight at the kill may be presented twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_deliveries_and_the_survivor_finishes_a_killed_ones_share() {
+    const MEMBERS: i64 = 5_000;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let gateway = start_gateway(seen.clone()).await;
+    let outbox = std::env::temp_dir().join(format!(
+        "boardroom-scale-outbox-{}",
+        Uuid::new_v4().simple()
+    ));
+    let base = postgres_base_url();
+    let database = format!("boardroom_notify_scale_{}", Uuid::new_v4().simple());
+    let database_url = format!("{base}/{database}");
+    let a = start(&database_url, &format!("{gateway}/a"), &outbox, "a").await;
+    let b = start(&database_url, &format!("{gateway}/b"), &outbox, "b").await;
+    let pool = PgPool::connect(&database_url).await.unwrap();
+    let (org, users) = seed(&pool, MEMBERS).await;
+    send_to_all(&b, &database_url, org, &users).await;
+
+    // Both work at once: each has had pushes accepted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (by_a, by_b) = {
+            let seen = seen.lock().unwrap();
+            (seen.accepted_by("a"), seen.accepted_by("b"))
+        };
+        if by_a >= 200 && by_b >= 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both instances never worked: a {by_a}, b {by_b}\n{}\n{}",
+            a.log_tail(),
+            b.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let mut a = a;
+    a.child.kill().expect("SIGKILL instance a");
+    a.child.wait().unwrap();
+    let by_a_at_kill = seen.lock().unwrap().accepted_by("a");
+    let at_kill = counts(&pool).await;
+    let sending = at_kill.get("sending").copied().unwrap_or(0);
+    assert!(
+        at_kill.get("sent").copied().unwrap_or(0) < MEMBERS * 2,
+        "the kill must land mid-way: {at_kill:?}"
+    );
+    drop(a);
+
+    wait_all_sent(&pool, MEMBERS * 2, &b, Duration::from_secs(240)).await;
+    let push_ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM notification_deliveries WHERE channel = 'push'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let (by_a, by_b, resent) = {
+        let seen = seen.lock().unwrap();
+        let push: HashSet<String> = push_ids.iter().map(Uuid::to_string).collect();
+        let accepted: HashSet<String> = seen.accepted.keys().cloned().collect();
+        assert_eq!(
+            accepted, push,
+            "the gateway accepted every push delivery, nothing else"
+        );
+        (
+            seen.accepted_by("a"),
+            seen.accepted_by("b"),
+            seen.presented.values().filter(|&&n| n > 1).count(),
+        )
+    };
+    // b finished a's share: with a dead, everything left went through b.
+    assert!(
+        by_b >= push_ids
+            .len()
+            .saturating_sub(by_a_at_kill + usize::try_from(sending).unwrap()),
+        "b accepted {by_b} of {}, a {by_a_at_kill} before its kill",
+        push_ids.len()
+    );
+    assert!(
+        i64::try_from(resent).unwrap() <= sending,
+        "{resent} ids presented twice, {sending} were in flight at the kill"
+    );
+    let (feed, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT feed_seq) FROM notification_deliveries
+         WHERE channel = 'in_app' AND feed_seq IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((feed, distinct), (MEMBERS, MEMBERS));
+    println!(
+        "a sent {by_a} pushes before its kill ({sending} deliveries in flight), b sent {by_b}; \
+         all {} deliveries sent once; {resent} push ids presented twice (acknowledged once)",
+        MEMBERS * 2
+    );
+
+    drop(b);
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&outbox);
+    drop_database(&base, &database).await;
 }

@@ -26,7 +26,7 @@ use std::{
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, MultiPart},
-    transport::smtp::authentication::Credentials,
+    transport::smtp::{PoolConfig, authentication::Credentials},
 };
 use resilience::{BoxError, registry::Registry, stack::ServiceStack};
 use serde_json::{Value, json};
@@ -116,7 +116,17 @@ impl Channels {
     /// `push` and `sms` in `registry`.
     pub fn new(settings: &Settings, registry: &Registry) -> anyhow::Result<Self> {
         let outbox = settings.notifications.outbox.clone();
-        let email = Email::new(&settings.email, &settings.notifications.public_url, &outbox)?;
+        // Keep as many SMTP connections open as this process can have
+        // emails in flight: lettre closes a connection returned to a full
+        // pool, so a pool smaller than the concurrency reconnects (TCP,
+        // greeting, EHLO) for most messages.
+        let in_flight = settings.notifications.workers.max(1) * settings.notifications.concurrency;
+        let email = Email::new(
+            &settings.email,
+            &settings.notifications.public_url,
+            &outbox,
+            u32::try_from(in_flight).unwrap_or(u32::MAX),
+        )?;
         let push = Gateway::new(Channel::Push, &settings.notifications.push, &outbox)?;
         let sms = Gateway::new(Channel::Sms, &settings.notifications.sms, &outbox)?;
         let stack = |name: &str| ServiceStack::new(name, &settings.service(name), registry);
@@ -233,13 +243,15 @@ impl Email {
         settings: &EmailSettings,
         public_url: &str,
         outbox: &std::path::Path,
+        pool_size: u32,
     ) -> anyhow::Result<Self> {
         let transport = if settings.smtp_url.is_empty() {
             None
         } else {
             let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.smtp_url)
                 .map_err(|e| anyhow::anyhow!("email.smtp_url: {e}"))?
-                .timeout(Some(settings.timeout));
+                .timeout(Some(settings.timeout))
+                .pool_config(PoolConfig::new().max_size(pool_size.max(1)));
             if !settings.username.is_empty() {
                 builder = builder.credentials(Credentials::new(
                     settings.username.clone(),
