@@ -44,8 +44,18 @@ impl SmtpSink {
         Self::start_refusing(0.0, 451)
     }
 
+    /// Starts one that accepts everything and keeps nothing (for benchmarks:
+    /// [`SmtpSink::messages`] stays empty).
+    pub fn start_discarding() -> Self {
+        Self::spawn(0.0, 451, true)
+    }
+
     /// Starts one that refuses `share` (0..1) of messages with `code`.
     pub fn start_refusing(share: f64, code: u16) -> Self {
+        Self::spawn(share, code, false)
+    }
+
+    fn spawn(share: f64, code: u16, discard: bool) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/smtp_sink.py");
         let folder =
             std::env::temp_dir().join(format!("boardroom-smtp-{}", Uuid::new_v4().simple()));
@@ -56,6 +66,7 @@ impl SmtpSink {
             .arg("--folder")
             .arg(&folder)
             .args(["--refuse", &share.to_string(), "--code", &code.to_string()])
+            .args(discard.then_some("--discard"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -7,7 +7,10 @@ refused with --code (451 by default: a transient refusal; 550 permanent),
 decided by a seeded random generator so runs repeat. It never deduplicates:
 a message sent twice is saved twice, so a test can see it.
 
-Prints READY on stdout once it accepts connections; stops on SIGTERM.
+With --discard it only counts what it accepts (no parsing, no files): the
+benchmarks use it so the figure is the service's, not this sink's JSON
+writer's. Prints READY on stdout once it accepts connections; stops on
+SIGTERM.
 """
 
 import argparse
@@ -37,6 +40,8 @@ class Sink:
                 return f"{self.code} refused by the test server"
             self.count += 1
             n = self.count
+        if self.folder is None:
+            return "250 OK"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         text = message.get_body(("plain",))
         html = message.get_body(("html",))
@@ -62,10 +67,11 @@ def main():
     parser.add_argument("--refuse", type=float, default=0.0)
     parser.add_argument("--code", type=int, default=451)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--discard", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.folder, exist_ok=True)
     controller = Controller(
-        Sink(args.folder, args.refuse, args.code, args.seed),
+        Sink(None if args.discard else args.folder, args.refuse, args.code, args.seed),
         hostname="127.0.0.1",
         port=args.port,
     )
