@@ -209,14 +209,11 @@ async fn counts(pool: &PgPool) -> HashMap<String, i64> {
 /// Sends one `high` notification on `push` and `in_app` to `users` through
 /// `process`, with a service token; asserts every delivery was queued.
 async fn send_to_all(process: &Process, database_url: &str, org: Uuid, users: &[Uuid]) {
-    let output = command(
-        database_url,
-        "http://127.0.0.1:9/unused",
-        std::path::Path::new("."),
-    )
-    .args(["token", "--user", &Uuid::new_v4().to_string(), "--service"])
-    .output()
-    .unwrap();
+    let output = Command::new(BIN)
+        .env("DATABASE_URL", database_url)
+        .args(["token", "--user", &Uuid::new_v4().to_string(), "--service"])
+        .output()
+        .unwrap();
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     let response = reqwest::Client::new()
         .post(format!("http://{}/v1/notifications", process.addr))
@@ -253,6 +250,36 @@ async fn wait_all_sent(pool: &PgPool, total: i64, process: &Process, within: Dur
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Every push delivery was accepted by the gateway (and nothing else was);
+/// returns how many ids were presented more than once.
+async fn pushes_accepted_once(pool: &PgPool, seen: &Mutex<Seen>) -> usize {
+    let push_ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM notification_deliveries WHERE channel = 'push'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let seen = seen.lock().unwrap();
+    let push: HashSet<String> = push_ids.iter().map(Uuid::to_string).collect();
+    let accepted: HashSet<String> = seen.accepted.keys().cloned().collect();
+    assert_eq!(
+        accepted, push,
+        "the gateway accepted every push delivery, nothing else"
+    );
+    seen.presented.values().filter(|&&n| n > 1).count()
+}
+
+/// The in-app feed holds `members` deliveries, each at its own position.
+async fn assert_feed_holds_each_once(pool: &PgPool, members: i64) {
+    let (feed, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT feed_seq) FROM notification_deliveries
+         WHERE channel = 'in_app' AND feed_seq IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((feed, distinct), (members, members));
 }
 
 async fn drop_database(base: &str, database: &str) {
@@ -304,34 +331,13 @@ async fn deliveries_killed_mid_batch_all_end_sent_and_none_is_lost_or_doubled() 
 
     let second = start(&database_url, &gateway_url, &outbox, "second").await;
     wait_all_sent(&pool, USERS * 2, &second, Duration::from_secs(180)).await;
-    let push_ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM notification_deliveries WHERE channel = 'push'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let resent = {
-        let seen = seen.lock().unwrap();
-        let push: HashSet<String> = push_ids.iter().map(Uuid::to_string).collect();
-        let accepted: HashSet<String> = seen.accepted.keys().cloned().collect();
-        assert_eq!(
-            accepted, push,
-            "the gateway accepted every push delivery, nothing else"
-        );
-        seen.presented.values().filter(|&&n| n > 1).count()
-    };
+    let resent = pushes_accepted_once(&pool, &seen).await;
     // Only what was in flight at the kill may be presented again.
     assert!(
         i64::try_from(resent).unwrap() <= sending,
         "{resent} ids presented twice, {sending} were in flight"
     );
-    let (feed, distinct): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT feed_seq) FROM notification_deliveries
-         WHERE channel = 'in_app' AND feed_seq IS NOT NULL",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!((feed, distinct), (USERS, USERS));
+    assert_feed_holds_each_once(&pool, USERS).await;
     println!(
         "killed with {sent_at_kill} sent and {sending} in flight; after restart all {} sent; \
          {resent} push ids presented twice (acknowledged once)",
@@ -400,45 +406,22 @@ async fn two_instances_share_deliveries_and_the_survivor_finishes_a_killed_ones_
     drop(a);
 
     wait_all_sent(&pool, MEMBERS * 2, &b, Duration::from_secs(240)).await;
-    let push_ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM notification_deliveries WHERE channel = 'push'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let (by_a, by_b, resent) = {
+    let resent = pushes_accepted_once(&pool, &seen).await;
+    let (by_a, by_b) = {
         let seen = seen.lock().unwrap();
-        let push: HashSet<String> = push_ids.iter().map(Uuid::to_string).collect();
-        let accepted: HashSet<String> = seen.accepted.keys().cloned().collect();
-        assert_eq!(
-            accepted, push,
-            "the gateway accepted every push delivery, nothing else"
-        );
-        (
-            seen.accepted_by("a"),
-            seen.accepted_by("b"),
-            seen.presented.values().filter(|&&n| n > 1).count(),
-        )
+        (seen.accepted_by("a"), seen.accepted_by("b"))
     };
+    let pushes = usize::try_from(MEMBERS).unwrap();
     // b finished a's share: with a dead, everything left went through b.
     assert!(
-        by_b >= push_ids
-            .len()
-            .saturating_sub(by_a_at_kill + usize::try_from(sending).unwrap()),
-        "b accepted {by_b} of {}, a {by_a_at_kill} before its kill",
-        push_ids.len()
+        by_b >= pushes.saturating_sub(by_a_at_kill + usize::try_from(sending).unwrap()),
+        "b accepted {by_b} of {pushes}, a {by_a_at_kill} before its kill"
     );
     assert!(
         i64::try_from(resent).unwrap() <= sending,
         "{resent} ids presented twice, {sending} were in flight at the kill"
     );
-    let (feed, distinct): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT feed_seq) FROM notification_deliveries
-         WHERE channel = 'in_app' AND feed_seq IS NOT NULL",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!((feed, distinct), (MEMBERS, MEMBERS));
+    assert_feed_holds_each_once(&pool, MEMBERS).await;
     println!(
         "a sent {by_a} pushes before its kill ({sending} deliveries in flight), b sent {by_b}; \
          all {} deliveries sent once; {resent} push ids presented twice (acknowledged once)",
