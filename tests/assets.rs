@@ -1,6 +1,7 @@
 //! Assets against real PostgreSQL and a real (private) clamd: uploads,
 //! processing (scan, thumbnail, text), search, signed downloads, bad input,
-//! and a clamd outage.
+//! and a clamd outage; and the same against a real S3-compatible server
+//! (moto, `tests/support/s3.rs`) with `storage.backend = "s3"`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use boardroom::assets::token::DownloadSigner;
 use boardroom_tests::{
     SendExpect, TEST_JWT_SECRET, TestApp,
     clamd::{Clamd, EICAR},
+    s3::{self, Moto},
 };
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -962,4 +964,201 @@ async fn a_bulk_upload_registers_its_files_through_a_job() {
     )
     .expect_error(403, "forbidden")
     .await;
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The query parameters of `url`, decoded.
+fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    reqwest::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `storage.backend = "s3"` against a real S3-compatible server (moto): the
+/// upload streams into the bucket as a multipart upload under the
+/// id-derived key, processing reads it back from there, the download link
+/// is the bucket's presigned URL (a plain client gets the same bytes), and
+/// delete removes the objects.
+#[tokio::test]
+async fn with_the_s3_backend_files_live_in_the_bucket_and_download_presigned() {
+    let clamd = Clamd::start();
+    let moto = Moto::start();
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let bucket = format!("boardroom-{}", uuid::Uuid::new_v4().simple());
+    moto.create_bucket(&plain, &bucket).await;
+    let env = spawn(Some(&clamd), |s| moto.configure(s, &bucket)).await;
+    let app = &env.app;
+
+    let ready = app.get("/health/ready", None).expect_status(200).await;
+    assert_eq!(
+        ready["data"]["checks"]["assets"]["storage"], "ok",
+        "{ready}"
+    );
+
+    // Larger than two 5 MiB parts: a real multipart upload of three parts.
+    let (token, org) = app.owner_with_org("s3-org").await;
+    let line = "Board minutes: the treasury committee approved the capital plan.\n";
+    let bytes = line.repeat((11 << 20) / line.len() + 1).into_bytes();
+    let created = upload_ok(app, &token, form(&org, "Minutes 2026.txt", bytes.clone())).await;
+    assert_eq!(created["mimeType"], "text/plain", "{created}");
+    assert_eq!(created["sha256"], sha256_hex(&bytes), "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let key = format!("assets/{id}/v1");
+
+    // In the bucket under the id-derived key (no client file name in any
+    // key), with exactly the uploaded bytes.
+    let keys: Vec<String> = moto
+        .keys(&plain, &bucket)
+        .await
+        .into_iter()
+        .filter(|k| !k.starts_with("probes/"))
+        .collect();
+    assert_eq!(keys, vec![key.clone()]);
+    let stored = moto
+        .object(&plain, &bucket, &key)
+        .await
+        .expect("the object");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&bytes));
+
+    // Processing read it from the bucket: scanned clean, text extracted.
+    let asset = processed(app, &token, &id).await;
+    assert_eq!(asset["processingStatus"], "completed", "{asset}");
+    assert_eq!(asset["scanStatus"], "clean", "{asset}");
+    let found = app
+        .get("/v1/assets?query=treasury%20capital", Some(&token))
+        .expect_status(200)
+        .await;
+    assert_eq!(found["data"]["pagination"]["total"], 1, "{found}");
+
+    // An image gets its thumbnail stored in (and served from) the bucket.
+    let image = upload_ok(app, &token, form(&org, "chart.png", png(400, 200))).await;
+    let image_id = image["id"].as_str().unwrap().to_owned();
+    let image_asset = processed(app, &token, &image_id).await;
+    assert_eq!(
+        image_asset["processingStatus"], "completed",
+        "{image_asset}"
+    );
+    assert!(
+        moto.keys(&plain, &bucket)
+            .await
+            .contains(&format!("thumbnails/{image_id}.png"))
+    );
+    let thumbnail = app
+        .get(&format!("/v1/assets/{image_id}/thumbnail"), Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), 200);
+    let thumbnail = image::load_from_memory(&thumbnail.bytes().await.unwrap()).unwrap();
+    assert_eq!(thumbnail.width().max(thumbnail.height()), 256);
+
+    // The link is the bucket's presigned GET of that key, for the asked life.
+    let link = boardroom_tests::expect_status(download_url(app, &token, &id, 600).await, 200).await
+        ["data"]
+        .clone();
+    let url = link["url"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with(&format!("{}/{bucket}/{key}?", moto.endpoint())),
+        "{url}"
+    );
+    let query = query_of(&url);
+    assert_eq!(query["X-Amz-Algorithm"], "AWS4-HMAC-SHA256", "{url}");
+    assert_eq!(query["X-Amz-Expires"], "600", "{url}");
+    assert!(
+        query["X-Amz-Credential"].starts_with(&format!("{}/", s3::ACCESS_KEY_ID)),
+        "{url}"
+    );
+    assert_eq!(query["X-Amz-Signature"].len(), 64, "{url}");
+    assert!(
+        query["response-content-disposition"].contains("Minutes 2026.txt"),
+        "{url}"
+    );
+    assert_eq!(link["fileName"], "Minutes 2026.txt");
+    assert_eq!(link["fileSize"], bytes.len());
+
+    // A plain HTTP client (no credentials) downloads the same bytes from S3.
+    let fetched = plain.get(&url).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    let fetched = fetched.bytes().await.unwrap();
+    assert_eq!(fetched.len(), bytes.len());
+    assert_eq!(sha256_hex(&fetched), sha256_hex(&bytes));
+
+    // The grant was recorded as the download.
+    let asset = app
+        .get(&format!("/v1/assets/{id}"), Some(&token))
+        .expect_status(200)
+        .await["data"]
+        .clone();
+    assert_eq!(asset["downloadCount"], 1, "{asset}");
+
+    // Delete removes the objects; the old link no longer serves the file.
+    let deleted = app
+        .delete(&format!("/v1/assets/{id}"), &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(moto.object(&plain, &bucket, &key).await, None);
+    assert!(!moto.keys(&plain, &bucket).await.contains(&key));
+    let gone = plain.get(&url).send().await.unwrap();
+    assert!(gone.status().is_client_error(), "{}", gone.status());
+}
+
+/// The S3 store failing: readiness says `down` (`503`) within its timeout,
+/// and an upload is a `503` with `Retry-After`, not a hang or a `500`.
+#[tokio::test]
+async fn with_the_s3_backend_an_unreachable_bucket_is_down_and_uploads_get_503() {
+    let mut moto = Moto::start();
+    let plain = reqwest::Client::new();
+    let bucket = format!("boardroom-{}", uuid::Uuid::new_v4().simple());
+    moto.create_bucket(&plain, &bucket).await;
+    let env = spawn(None, |s| moto.configure(s, &bucket)).await;
+    let app = &env.app;
+    let (token, org) = app.owner_with_org("s3-down-org").await;
+    let ready = app.get("/health/ready", None).expect_status(200).await;
+    assert_eq!(
+        ready["data"]["checks"]["assets"]["storage"], "ok",
+        "{ready}"
+    );
+
+    moto.kill();
+    let started = Instant::now();
+    let ready = app.get("/health/ready", None).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready = ready.json::<Value>().await.unwrap();
+    assert_eq!(
+        ready["data"]["checks"]["assets"]["storage"], "down",
+        "{ready}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    let response = upload(
+        app,
+        &token,
+        form(&org, "notes.txt", b"quarterly notes".to_vec()),
+    )
+    .await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body = response.json::<Value>().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

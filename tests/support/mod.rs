@@ -9,6 +9,7 @@
 pub mod clamd;
 pub mod providers;
 pub mod redis;
+pub mod s3;
 
 use std::{net::SocketAddr, time::Duration};
 

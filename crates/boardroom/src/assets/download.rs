@@ -1,5 +1,10 @@
 //! Downloads: `POST /v1/assets/{id}/download-url` signs a link, and
-//! `GET /v1/files/{token}` serves it.
+//! `GET /v1/files/{token}` serves it — or, with `storage.backend = "s3"`,
+//! the link is the bucket's presigned `GET` URL and S3 serves the bytes.
+//!
+//! With S3 the service never sees the fetch, so the download is recorded
+//! when the link is granted (one per `download-url` call); with the local
+//! store, when `/v1/files/{token}` serves it (below).
 //!
 //! The link is the credential (no bearer token needed, so a browser or a
 //! CDN can fetch it): HMAC-signed, expiring, bound to the asset and its
@@ -93,17 +98,63 @@ pub async fn create_download_url(
     check_downloadable(&state.settings, &asset)?;
     let expires_at = Utc::now().timestamp().saturating_add(expires_in);
     let user = (!principal.operator).then_some(principal.user_id);
-    let token = state
-        .assets
-        .signer
-        .sign(asset.id, asset.version, expires_at, user);
+    let url = if state.assets.storage.presigns() {
+        presigned_url(&state, &asset, expires_in, user).await?
+    } else {
+        let token = state
+            .assets
+            .signer
+            .sign(asset.id, asset.version, expires_at, user);
+        format!("/v1/files/{token}")
+    };
     Ok(envelope::ok(DownloadUrl {
-        url: format!("/v1/files/{token}"),
+        url,
         expires_at: DateTime::from_timestamp(expires_at, 0).unwrap_or_else(Utc::now),
         file_name: asset.file_name,
         file_size: asset.size_bytes,
         mime_type: asset.mime_type,
     }))
+}
+
+/// The S3 presigned URL of `asset`'s current file, valid `expires_in`
+/// seconds; records the download (the grant) for `user`.
+async fn presigned_url(
+    state: &AppState,
+    asset: &Asset,
+    expires_in: i64,
+    user: Option<Uuid>,
+) -> Result<String, ApiError> {
+    let Some((key, _)) = state
+        .db
+        .run(repository::keys(&state.db.pool, asset.id))
+        .await?
+    else {
+        return Err(ApiError::not_found("asset"));
+    };
+    let lifetime = std::time::Duration::from_secs(u64::try_from(expires_in).unwrap_or(1));
+    let url = state
+        .assets
+        .storage
+        .presigned_get(
+            &key,
+            lifetime,
+            &asset.mime_type,
+            &content_disposition(&asset.file_name),
+        )
+        .await
+        .map_err(storage_unavailable)?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the store signs no URLs")))?;
+    state
+        .db
+        .run(repository::record_event(
+            &state.db.pool,
+            asset.id,
+            asset.organization_id,
+            user,
+            "download",
+        ))
+        .await?;
+    Ok(url)
 }
 
 /// Download a file through a signed link (no bearer token: the link is

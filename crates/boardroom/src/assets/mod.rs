@@ -113,7 +113,7 @@ pub const STEP_BREAKERS: [&str; 3] = ["clamd", "thumbnails", "extract"];
 impl AssetServices {
     /// Opens the store and builds the breakers into `registry`.
     pub fn new(settings: &Settings, registry: &Registry) -> anyhow::Result<Self> {
-        let storage = storage::Storage::local(&settings.storage.path)?;
+        let storage = storage::Storage::open(&settings.storage)?;
         let clamd = scan::ClamdAddr::parse(&settings.scanner.clamd_url)
             .map(|addr| scan::Clamd::new(addr, settings.scanner.timeout));
         let breaker = |name: &str| -> anyhow::Result<BreakerHandle> {

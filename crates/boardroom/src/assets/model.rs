@@ -279,7 +279,8 @@ pub struct DownloadUrlRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DownloadUrl {
-    /// Path of `GET /v1/files/{token}` on this service.
+    /// The link: with the local store, the path of `GET /v1/files/{token}`
+    /// on this service; with S3, the store's absolute presigned `GET` URL.
     pub url: String,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,

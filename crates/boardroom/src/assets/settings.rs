@@ -7,22 +7,102 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
+/// `storage.backend`: which object store holds the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A local folder (`storage.path`); downloads go through `/v1/files/{token}`.
+    Local,
+    /// An S3-compatible bucket (`[storage.s3]`); downloads are the store's
+    /// presigned GET URLs.
+    S3,
+}
+
 /// `[storage]`: the object store behind every asset.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
+    /// `storage.backend` — `local` or `s3`. Default `local`.
+    pub backend: StorageBackend,
     /// `storage.path` — folder of the local object store (created if
-    /// missing). Default `./data/assets`.
+    /// missing; used by the `local` backend). Default `./data/assets`.
     pub path: String,
+    /// `[storage.s3]` — the bucket of the `s3` backend.
+    pub s3: S3Settings,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
+            backend: StorageBackend::Local,
             path: "./data/assets".into(),
+            s3: S3Settings::default(),
         }
     }
 }
+
+/// `[storage.s3]`: an S3-compatible bucket (AWS S3, MinIO, Ceph, moto, …).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// `storage.s3.bucket` — the bucket (it must exist). Required with `backend = "s3"`.
+    pub bucket: String,
+    /// `storage.s3.endpoint` — base URL of the S3 API, e.g.
+    /// `http://127.0.0.1:9000`; empty: AWS (`https://s3.<region>.amazonaws.com`).
+    /// Presigned download URLs point here, so clients must reach it.
+    pub endpoint: String,
+    /// `storage.s3.region` — the signing region. Default `us-east-1`.
+    pub region: String,
+    /// `storage.s3.access_key_id` — with `secret_access_key`; both empty:
+    /// the AWS credential chain (`AWS_*` variables, web identity, instance
+    /// metadata).
+    pub access_key_id: String,
+    /// `storage.s3.secret_access_key` — the secret of `access_key_id`.
+    pub secret_access_key: String,
+    /// `storage.s3.allow_http` — allow a plain `http://` endpoint. Default `false`.
+    pub allow_http: bool,
+    /// `storage.s3.path_style` — `endpoint/bucket/key` URLs instead of
+    /// `bucket.endpoint/key` (virtual-hosted). Default `true`.
+    pub path_style: bool,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            allow_http: false,
+            path_style: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &if self.secret_access_key.is_empty() {
+                    ""
+                } else {
+                    "<hidden>"
+                },
+            )
+            .field("allow_http", &self.allow_http)
+            .field("path_style", &self.path_style)
+            .finish()
+    }
+}
+
+/// The longest life of an S3 presigned URL (SigV4: 7 days).
+pub const S3_MAX_PRESIGNED_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `[scanner]`: the clamd virus scanner.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -148,8 +228,13 @@ pub fn validate(
     scanner: &ScannerSettings,
     assets: &AssetSettings,
 ) -> Result<(), ConfigError> {
-    if storage.path.trim().is_empty() {
-        return Err(invalid("storage.path", "\"\"", "must name a folder"));
+    match storage.backend {
+        StorageBackend::Local => {
+            if storage.path.trim().is_empty() {
+                return Err(invalid("storage.path", "\"\"", "must name a folder"));
+            }
+        }
+        StorageBackend::S3 => validate_s3(&storage.s3, assets)?,
     }
     if !scanner.clamd_url.is_empty()
         && crate::assets::scan::ClamdAddr::parse(&scanner.clamd_url).is_none()
@@ -249,6 +334,62 @@ pub fn validate(
             "assets.max_download_expiry",
             humantime::format_duration(assets.max_download_expiry),
             "must be at least 1s",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_s3(s3: &S3Settings, assets: &AssetSettings) -> Result<(), ConfigError> {
+    if s3.bucket.trim().is_empty() {
+        return Err(invalid(
+            "storage.s3.bucket",
+            "\"\"",
+            "must name a bucket when storage.backend = \"s3\"",
+        ));
+    }
+    if !s3.endpoint.is_empty() {
+        let scheme = reqwest::Url::parse(&s3.endpoint)
+            .ok()
+            .filter(|url| url.has_host())
+            .map(|url| url.scheme().to_owned());
+        match scheme.as_deref() {
+            Some("https") => {}
+            Some("http") if s3.allow_http => {}
+            Some("http") => {
+                return Err(invalid(
+                    "storage.s3.endpoint",
+                    format!("{:?}", s3.endpoint),
+                    "must be https:// unless storage.s3.allow_http = true",
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    "storage.s3.endpoint",
+                    format!("{:?}", s3.endpoint),
+                    "must be empty (AWS) or an http(s):// URL",
+                ));
+            }
+        }
+    }
+    if s3.region.trim().is_empty() {
+        return Err(invalid("storage.s3.region", "\"\"", "must name a region"));
+    }
+    if s3.access_key_id.is_empty() != s3.secret_access_key.is_empty() {
+        return Err(invalid(
+            "storage.s3.access_key_id",
+            if s3.access_key_id.is_empty() {
+                "\"\""
+            } else {
+                "<set>"
+            },
+            "must be set together with storage.s3.secret_access_key (or both empty)",
+        ));
+    }
+    if assets.max_download_expiry > S3_MAX_PRESIGNED_EXPIRY {
+        return Err(invalid(
+            "assets.max_download_expiry",
+            humantime::format_duration(assets.max_download_expiry),
+            "must be at most 7d with storage.backend = \"s3\" (presigned URL limit)",
         ));
     }
     Ok(())

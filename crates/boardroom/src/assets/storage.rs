@@ -1,8 +1,14 @@
-//! The object store behind every asset, through the `object_store` crate
-//! (a local folder, `storage.path`), and the keys derived from ids.
+//! The object store behind every asset, through the `object_store` crate:
+//! a local folder (`storage.backend = "local"`, `storage.path`) or an
+//! S3-compatible bucket (`storage.backend = "s3"`, `[storage.s3]`), and the
+//! keys derived from ids.
 //!
 //! Keys never contain a client's file name: `assets/<id>/v<version>` for
-//! the file and `thumbnails/<id>.png` for its thumbnail.
+//! the file and `thumbnails/<id>.png` for its thumbnail. Uploads stream
+//! through multipart writes (parts of [`LOCAL_PART_SIZE`] locally,
+//! [`S3_PART_SIZE`] on S3, whose parts must be at least 5 MiB), at most two
+//! parts in memory per upload. On S3, [`Storage::presigned_get`] signs the
+//! download URLs handed out (SigV4 query signing by the store itself).
 //!
 //! ```
 //! let id = uuid::Uuid::nil();
@@ -12,19 +18,35 @@
 //! );
 //! ```
 
-use std::{ops::Range, sync::Arc};
+use std::{ops::Range, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
-    local::LocalFileSystem, path::Path,
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    WriteMultipart,
+    aws::{AmazonS3, AmazonS3Builder},
+    local::LocalFileSystem,
+    path::Path,
+    signer::{Method, SignedUrlOptions, Signer},
 };
 use uuid::Uuid;
 
-/// Bytes buffered before a part is handed to the store (one part in flight
-/// and one filling: the memory an upload costs).
-pub const PART_SIZE: usize = 1 << 20;
+use super::settings::{S3Settings, StorageBackend, StorageSettings};
+
+/// Bytes buffered before a part is handed to the local store (one part in
+/// flight and one filling: the memory an upload costs).
+pub const LOCAL_PART_SIZE: usize = 1 << 20;
+
+/// Part size on S3: its smallest allowed part (every part but the last must
+/// be at least 5 MiB), so an upload holds at most 10 MiB.
+pub const S3_PART_SIZE: usize = 5 << 20;
+
+/// Longest one S3 request may take (a part of [`S3_PART_SIZE`] included).
+const S3_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest the store retries one failed S3 request before the error surfaces.
+const S3_RETRY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The key of an asset's file.
 pub fn file_key(id: Uuid, version: i32) -> String {
@@ -58,9 +80,20 @@ fn map(error: object_store::Error) -> StorageError {
 #[derive(Clone, Debug)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// The S3 store again, as a URL signer (`None` for the local store).
+    s3: Option<Arc<AmazonS3>>,
+    part_size: usize,
 }
 
 impl Storage {
+    /// The store `[storage]` configures.
+    pub fn open(settings: &StorageSettings) -> anyhow::Result<Self> {
+        match settings.backend {
+            StorageBackend::Local => Self::local(&settings.path),
+            StorageBackend::S3 => Self::s3(&settings.s3),
+        }
+    }
+
     /// The local store in `folder` (created if missing).
     pub fn local(folder: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(folder)
@@ -69,7 +102,82 @@ impl Storage {
             .map_err(|e| anyhow::anyhow!("storage.path {folder:?}: {e}"))?;
         Ok(Self {
             store: Arc::new(store),
+            s3: None,
+            part_size: LOCAL_PART_SIZE,
         })
+    }
+
+    /// The S3-compatible bucket `settings` names. Nothing is sent yet: an
+    /// unreachable endpoint shows in `/health/ready` and as `503`s.
+    pub fn s3(settings: &S3Settings) -> anyhow::Result<Self> {
+        let mut builder = if settings.access_key_id.is_empty() {
+            // The AWS credential chain (AWS_* variables, web identity, ECS,
+            // instance metadata); the keys below still override.
+            AmazonS3Builder::from_env()
+        } else {
+            AmazonS3Builder::new()
+                .with_access_key_id(&settings.access_key_id)
+                .with_secret_access_key(&settings.secret_access_key)
+        };
+        builder = builder
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_allow_http(settings.allow_http)
+            .with_virtual_hosted_style_request(!settings.path_style)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(settings.allow_http)
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(S3_REQUEST_TIMEOUT),
+            )
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: S3_RETRY_TIMEOUT,
+                ..RetryConfig::default()
+            });
+        if !settings.endpoint.is_empty() {
+            builder = builder.with_endpoint(settings.endpoint.trim_end_matches('/'));
+        }
+        let store = Arc::new(
+            builder
+                .build()
+                .map_err(|e| anyhow::anyhow!("storage.s3 (bucket {:?}): {e}", settings.bucket))?,
+        );
+        Ok(Self {
+            store: store.clone(),
+            s3: Some(store),
+            part_size: S3_PART_SIZE,
+        })
+    }
+
+    /// Whether download links are the store's own presigned URLs (S3).
+    pub fn presigns(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    /// A presigned `GET` of `key` valid for `expires_in`, asking the store
+    /// to answer with `Content-Type: mime_type` and `Content-Disposition`
+    /// (`response-content-*`, signed with the rest). `None` for the local
+    /// store, whose links are `/v1/files/{token}`.
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+        mime_type: &str,
+        content_disposition: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let Some(s3) = &self.s3 else {
+            return Ok(None);
+        };
+        let options = SignedUrlOptions::new().with_query([
+            ("response-content-type", mime_type),
+            ("response-content-disposition", content_disposition),
+        ]);
+        let url = s3
+            .signed_url_opts(Method::GET, &Path::from(key), expires_in, &options)
+            .await
+            .map_err(map)?;
+        Ok(Some(url.to_string()))
     }
 
     /// Starts a streamed write of `key`.
@@ -80,7 +188,7 @@ impl Storage {
             .await
             .map_err(map)?;
         Ok(Writer {
-            inner: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
+            inner: WriteMultipart::new_with_chunk_size(upload, self.part_size),
         })
     }
 
