@@ -11,6 +11,7 @@ use boardroom_tests::{
     SendExpect, TEST_JWT_SECRET, TestApp,
     clamd::{Clamd, EICAR},
     s3::{self, Moto},
+    s3s::VerifyingS3,
 };
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -1161,4 +1162,66 @@ async fn with_the_s3_backend_an_unreachable_bucket_is_down_and_uploads_get_503()
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A presigned URL is refused by S3 once tampered with or expired. Checked
+/// against an S3 server that verifies SigV4 (`s3s` over `s3s-fs`,
+/// `tests/support/s3s.rs`): moto accepts any signature.
+#[tokio::test]
+async fn with_the_s3_backend_a_tampered_or_expired_presigned_url_is_refused() {
+    let s3 = VerifyingS3::start("boardroom-links").await;
+    let env = spawn(None, |s| s3.configure(s)).await;
+    let app = &env.app;
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (token, org) = app.owner_with_org("s3-links-org").await;
+    let bytes = b"Audit committee charter, revised.\n".repeat(1000);
+    let created = upload_ok(app, &token, form(&org, "charter.txt", bytes.clone())).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let asset = processed(app, &token, &id).await;
+    assert_eq!(asset["processingStatus"], "completed", "{asset}");
+
+    let link = boardroom_tests::expect_status(download_url(app, &token, &id, 600).await, 200).await
+        ["data"]
+        .clone();
+    let url = link["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&s3.endpoint()), "{url}");
+    let fetched = plain.get(&url).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(
+        sha256_hex(&fetched.bytes().await.unwrap()),
+        sha256_hex(&bytes)
+    );
+
+    let signature = query_of(&url)["X-Amz-Signature"].clone();
+    let flipped = format!(
+        "{}{}",
+        &signature[..63],
+        if signature.ends_with('0') { '1' } else { '0' }
+    );
+    let tampered = [
+        url.replace(&signature, &flipped),
+        url.replace("X-Amz-Expires=600", "X-Amz-Expires=6000"),
+        url.replace(&format!("assets/{id}/v1"), &format!("assets/{id}/v2")),
+    ];
+    for bad in tampered {
+        assert_ne!(bad, url);
+        let refused = plain.get(&bad).send().await.unwrap();
+        assert_eq!(refused.status(), 403, "{bad}");
+        let body = refused.text().await.unwrap();
+        assert!(body.contains("SignatureDoesNotMatch"), "{body}");
+    }
+
+    let short = boardroom_tests::expect_status(download_url(app, &token, &id, 1).await, 200).await
+        ["data"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let expired = plain.get(&short).send().await.unwrap();
+    assert_eq!(expired.status(), 403);
+    let body = expired.text().await.unwrap();
+    assert!(body.contains("expired"), "{body}");
 }

@@ -10,6 +10,7 @@ pub mod clamd;
 pub mod providers;
 pub mod redis;
 pub mod s3;
+pub mod s3s;
 
 use std::{net::SocketAddr, time::Duration};
 
