@@ -777,6 +777,69 @@ mod tests {
     }
 
     #[test]
+    fn s3_storage_keys_load_and_are_checked_naming_the_key() {
+        use crate::assets::settings::StorageBackend;
+        let load = |vars: &[(&str, &str)]| -> Result<Settings, ConfigError> {
+            let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+            for (key, value) in vars {
+                figment = figment.merge(figment::providers::Serialized::global(
+                    &key.to_lowercase(),
+                    value,
+                ));
+            }
+            let settings: Settings = figment
+                .extract()
+                .map_err(|e| ConfigError::Load(describe_figment_error(&e)))?;
+            settings.validate()?;
+            Ok(settings)
+        };
+        assert_eq!(load(&[]).unwrap().storage.backend, StorageBackend::Local);
+        let settings = load(&[
+            ("storage.backend", "s3"),
+            ("storage.s3.bucket", "board-files"),
+            ("storage.s3.endpoint", "https://s3.example.test"),
+        ])
+        .unwrap();
+        assert_eq!(settings.storage.backend, StorageBackend::S3);
+        assert_eq!(settings.storage.s3.bucket, "board-files");
+        assert!(settings.storage.s3.path_style);
+
+        let cases: [(&[(&str, &str)], &str); 4] = [
+            (&[("storage.backend", "s3")], "storage.s3.bucket"),
+            (
+                &[
+                    ("storage.backend", "s3"),
+                    ("storage.s3.bucket", "b"),
+                    ("storage.s3.endpoint", "http://127.0.0.1:9000"),
+                ],
+                "storage.s3.endpoint",
+            ),
+            (
+                &[
+                    ("storage.backend", "s3"),
+                    ("storage.s3.bucket", "b"),
+                    ("storage.s3.access_key_id", "AKIA"),
+                ],
+                "storage.s3.access_key_id",
+            ),
+            (
+                &[
+                    ("storage.backend", "s3"),
+                    ("storage.s3.bucket", "b"),
+                    ("assets.max_download_expiry", "8d"),
+                ],
+                "assets.max_download_expiry",
+            ),
+        ];
+        for (vars, key) in cases {
+            let message = load(vars).unwrap_err().to_string();
+            assert!(message.contains(key), "{vars:?}: {message}");
+        }
+        let message = load(&[("storage.backend", "ftp")]).unwrap_err().to_string();
+        assert!(message.contains("storage.backend"), "{message}");
+    }
+
+    #[test]
     fn sizes_accept_units() {
         assert_eq!(byte_size::parse("512KiB"), Some(512 * 1024));
         assert_eq!(byte_size::parse("2MB"), Some(2_000_000));
