@@ -87,6 +87,11 @@ impl SmtpSink {
         }
     }
 
+    /// The sink process's id (benchmarks read its CPU time from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `smtp://127.0.0.1:port`.
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
