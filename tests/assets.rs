@@ -1013,7 +1013,8 @@ async fn cached_searches_are_never_stale() {
     let plan = upload_ok(
         app,
         &owner,
-        form(&org, "plan.txt", b"the budget plan for next year".to_vec()).text("title", "Budget plan"),
+        form(&org, "plan.txt", b"the budget plan for next year".to_vec())
+            .text("title", "Budget plan"),
     )
     .await;
     let plan_id = plan["id"].as_str().unwrap().to_owned();
@@ -1026,7 +1027,10 @@ async fn cached_searches_are_never_stale() {
     for instance in [app, &peer] {
         for _ in 0..2 {
             let (total, titles, _) = search(instance, &admin, q).await;
-            assert_eq!((total, titles), (2, vec!["Budget plan".into(), "Budget secret".into()]));
+            assert_eq!(
+                (total, titles),
+                (2, vec!["Budget plan".into(), "Budget secret".into()])
+            );
             let (total, titles, data) = search(instance, &member, q).await;
             assert_eq!((total, titles), (1, vec!["Budget plan".into()]), "{data}");
             assert!(!data.to_string().contains("restricted"), "{data}");
@@ -1078,7 +1082,11 @@ async fn cached_searches_are_never_stale() {
         .expect_status(200)
         .await;
         for instance in [app, &peer] {
-            assert_eq!(search(instance, &member, q).await.0, member_total, "{level}");
+            assert_eq!(
+                search(instance, &member, q).await.0,
+                member_total,
+                "{level}"
+            );
             assert_eq!(search(instance, &admin, q).await.0, 2, "{level}");
         }
     }
@@ -1102,7 +1110,13 @@ async fn cached_searches_are_never_stale() {
         form(&other_org, "o.txt", b"another budget".to_vec()).text("title", "Budget other"),
     )
     .await;
-    assert_eq!(search(app, &other, q).await.1, vec!["Budget other".to_owned()]);
-    assert_eq!(search(app, &admin, q).await.1, vec!["Budget secret".to_owned()]);
+    assert_eq!(
+        search(app, &other, q).await.1,
+        vec!["Budget other".to_owned()]
+    );
+    assert_eq!(
+        search(app, &admin, q).await.1,
+        vec!["Budget secret".to_owned()]
+    );
     peer.stop().await.unwrap();
 }

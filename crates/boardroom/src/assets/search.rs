@@ -406,7 +406,7 @@ pub struct Search {
 
 impl Search {
     /// Pushes ` WHERE …` over `assets a` (and `a.search @@ query` when searching).
-    fn push_filters(&self, qb: &mut QueryBuilder<'_, Postgres>) {
+    fn push_filters(&self, qb: &mut QueryBuilder<Postgres>) {
         let p = &self.filters;
         qb.push(" WHERE true");
         if let Visibility::Organizations(covered) = &self.visibility {
@@ -468,7 +468,7 @@ impl Search {
     /// highlights. A page past the end still gets the total and facets (the
     /// summary row is left-joined to the page).
     async fn run(self, pool: &sqlx::PgPool) -> Result<AssetList, ApiError> {
-        let ts_query = |qb: &mut QueryBuilder<'_, Postgres>, query: &str| {
+        let ts_query = |qb: &mut QueryBuilder<Postgres>, query: &str| {
             qb.push("websearch_to_tsquery('")
                 .push(LANGUAGE)
                 .push("', ")
