@@ -159,7 +159,8 @@ pub async fn search_assets(
         page,
     };
     let list = match &state.assets.search_cache {
-        Some(cache) => {
+        // Large pages are exports, not typing: not worth their memory.
+        Some(cache) if page.limit <= CACHED_PAGE_LIMIT => {
             let loader_state = state.clone();
             let key = search.clone();
             cache
@@ -170,10 +171,13 @@ pub async fn search_assets(
                 .await
                 .map_err(crate::users::cache::from_load)?
         }
-        None => Arc::new(state.db.run(search.run(&state.db.pool)).await?),
+        _ => Arc::new(state.db.run(search.run(&state.db.pool)).await?),
     };
     Ok(envelope::ok(&*list))
 }
+
+/// Pages of at most this many assets are cached (an entry holds one page).
+pub const CACHED_PAGE_LIMIT: i64 = 100;
 
 /// The in-process cache of search results (see the module documentation).
 pub type SearchCache = Cache<Search, Arc<AssetList>>;
