@@ -171,4 +171,7 @@ for run in $(seq 1 "$RUNS"); do
         echo "search $mode run $run: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}; load $(cut -d' ' -f1 /proc/loadavg)"
     done
 done
+# Hits and misses of the search cache on the cached server (from /metrics).
+curl -fsS -H "Authorization: Bearer $("$BIN" token --user "$OWNER" --service 2>/dev/null || echo "$TOKEN")" "$BASE/metrics" 2>/dev/null |
+    grep -E '^resilience_cache_(requests|loads)_total\{[^}]*name="assets.search"' || true
 log "done; load: $(cut -d' ' -f1-3 /proc/loadavg)"
