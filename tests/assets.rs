@@ -1225,3 +1225,160 @@ async fn with_the_s3_backend_a_tampered_or_expired_presigned_url_is_refused() {
     let body = expired.text().await.unwrap();
     assert!(body.contains("expired"), "{body}");
 }
+
+/// `GET /v1/assets?…` as `token`: (total, titles of the page, the page).
+async fn search(app: &TestApp, token: &str, query: &str) -> (i64, Vec<String>, Value) {
+    let data = app
+        .get(&format!("/v1/assets?{query}"), Some(token))
+        .expect_status(200)
+        .await["data"]
+        .clone();
+    let titles = data["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["title"].as_str().unwrap().to_owned())
+        .collect();
+    (data["pagination"]["total"].as_i64().unwrap(), titles, data)
+}
+
+#[tokio::test]
+async fn cached_searches_are_never_stale() {
+    let env = spawn(None, |s| {
+        // Long enough that only invalidation can explain a fresh result.
+        s.assets.search_cache_ttl = Duration::from_secs(600);
+    })
+    .await;
+    let app = &env.app;
+    let peer = app.spawn_peer().await;
+    let (owner, org) = app.owner_with_org("cache-org").await;
+    let (_, admin) = app.member(&owner, &org, "admin").await;
+    let (_, member) = app.member(&owner, &org, "member").await;
+    let q = "query=budget&sortBy=title&sortOrder=asc";
+
+    // Cached empty results, for every role, on both instances.
+    for token in [&owner, &admin, &member] {
+        assert_eq!(search(app, token, q).await.0, 0);
+        assert_eq!(search(&peer, token, q).await.0, 0);
+    }
+
+    // An upload is found at once; `restricted` only by admins and owners,
+    // even though an admin's identical query is cached first.
+    let secret = upload_ok(
+        app,
+        &owner,
+        form(&org, "secret.txt", b"budget cuts, in confidence".to_vec())
+            .text("title", "Budget secret")
+            .text("confidentialityLevel", "restricted"),
+    )
+    .await;
+    let plan = upload_ok(
+        app,
+        &owner,
+        form(&org, "plan.txt", b"the budget plan for next year".to_vec())
+            .text("title", "Budget plan"),
+    )
+    .await;
+    let plan_id = plan["id"].as_str().unwrap().to_owned();
+    // Processing (text extraction) finishes first, so that no processing
+    // result lands in the middle of what follows.
+    for asset in [&secret, &plan] {
+        let done = processed(app, &owner, asset["id"].as_str().unwrap()).await;
+        assert_eq!(done["processingStatus"], "completed", "{done}");
+    }
+    for instance in [app, &peer] {
+        for _ in 0..2 {
+            let (total, titles, _) = search(instance, &admin, q).await;
+            assert_eq!(
+                (total, titles),
+                (2, vec!["Budget plan".into(), "Budget secret".into()])
+            );
+            let (total, titles, data) = search(instance, &member, q).await;
+            assert_eq!((total, titles), (1, vec!["Budget plan".into()]), "{data}");
+            assert!(!data.to_string().contains("restricted"), "{data}");
+            assert_eq!(data["facets"]["mimeTypes"][0]["count"], 1, "{data}");
+        }
+    }
+    // The same search for the member without the organization filter, and
+    // with it: both see one.
+    let scoped = format!("{q}&organizationId={org}");
+    assert_eq!(search(app, &member, &scoped).await.0, 1);
+    assert_eq!(search(app, &admin, &scoped).await.0, 2);
+
+    // The cache is really serving: a counter changed behind its back (views
+    // do not invalidate) is not seen until a real change to the organization.
+    sqlx::query("UPDATE assets SET view_count = 1000 WHERE id = $1::uuid")
+        .bind(&plan_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (_, _, data) = search(app, &member, q).await;
+    assert_ne!(data["assets"][0]["viewCount"], 1000, "{data}");
+
+    // A change of title: the old words no longer find it, the new ones do.
+    app.patch_json(
+        &format!("/v1/assets/{plan_id}"),
+        &owner,
+        &json!({"title": "Treasury plan", "description": "no longer about money"}),
+    )
+    .expect_status(200)
+    .await;
+    for instance in [app, &peer] {
+        let (total, titles, data) = search(instance, &member, q).await;
+        // "budget" is still in its text: found, under its new title.
+        assert_eq!((total, titles), (1, vec!["Treasury plan".into()]), "{data}");
+        assert_eq!(data["assets"][0]["viewCount"], 1000, "{data}");
+        let (total, _, _) = search(instance, &member, "query=treasury").await;
+        assert_eq!(total, 1);
+    }
+
+    // Making the secret internal shows it to the member at once; making it
+    // restricted again hides it at once.
+    let secret_id = secret["id"].as_str().unwrap();
+    for (level, member_total) in [("internal", 2), ("restricted", 1)] {
+        app.patch_json(
+            &format!("/v1/assets/{secret_id}"),
+            &owner,
+            &json!({"confidentialityLevel": level}),
+        )
+        .expect_status(200)
+        .await;
+        for instance in [app, &peer] {
+            assert_eq!(
+                search(instance, &member, q).await.0,
+                member_total,
+                "{level}"
+            );
+            assert_eq!(search(instance, &admin, q).await.0, 2, "{level}");
+        }
+    }
+
+    // A delete is gone at once, for everyone, on both instances.
+    app.delete(&format!("/v1/assets/{plan_id}"), &owner)
+        .expect_status(204)
+        .await;
+    for instance in [app, &peer] {
+        assert_eq!(search(instance, &member, q).await.0, 0);
+        let (total, titles, _) = search(instance, &admin, q).await;
+        assert_eq!((total, titles), (1, vec!["Budget secret".into()]));
+        assert_eq!(search(instance, &member, "query=treasury").await.0, 0);
+    }
+
+    // Another organization's assets never appear, however the cache is keyed.
+    let (other, other_org) = app.owner_with_org("cache-other").await;
+    upload_ok(
+        app,
+        &other,
+        form(&other_org, "o.txt", b"another budget".to_vec()).text("title", "Budget other"),
+    )
+    .await;
+    assert_eq!(
+        search(app, &other, q).await.1,
+        vec!["Budget other".to_owned()]
+    );
+    assert_eq!(
+        search(app, &admin, q).await.1,
+        vec!["Budget secret".to_owned()]
+    );
+    peer.stop().await.unwrap();
+}

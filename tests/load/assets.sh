@@ -3,6 +3,7 @@
 #
 #   tests/load/assets.sh             # 3 runs of each, prints the figures
 #   RUNS=1 SEARCH_ASSETS=5000 tests/load/assets.sh
+#   ONLY=search tests/load/assets.sh # only part 3 (the search)
 #
 #   1. upload memory and throughput: a 200 MiB text file POSTed with curl
 #      (multipart, streamed from the page cache); the server's peak RSS
@@ -15,7 +16,11 @@
 #   3. search: $SEARCH_ASSETS (50,000) assets with extracted text seeded
 #      by SQL into one organization (ANALYZEd), then
 #      `wrk -c32 -d$DURATION --latency` on GET /v1/assets?query=… as an
-#      admin of it; p50/p99 from wrk.
+#      admin of it; p50/p99 from wrk. Twice: "cached" against the server
+#      (search cache on, the default: after the first miss every request
+#      is a hit), then "uncached" against a second server on the same
+#      database started with BOARDROOM__ASSETS__SEARCH_CACHE_ENTRIES=0
+#      (every request runs the search SQL).
 #
 # Needs PostgreSQL on $PG_URL; installs wrk and nginx (Debian) if missing.
 # Everything runs on 127.0.0.1 and stops on exit; it writes nothing into
@@ -24,6 +29,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RUNS=${RUNS:-3}
+ONLY=${ONLY:-all} # all | search
 DURATION=${DURATION:-10s}
 SEARCH_ASSETS=${SEARCH_ASSETS:-50000}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
@@ -75,6 +81,7 @@ log "server $SERVER on $BASE; organization $ORG; load: $(cut -d' ' -f1-3 /proc/l
 kib() { awk -v f="$1" '$1 == f {print $2}' "/proc/$SERVER/status"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+if [[ $ONLY != search ]]; then
 # --- 1. upload: RSS growth and MB/s vs dd -------------------------------------
 { yes "board minutes, resolution carried unanimously, action items follow" || true; } | head -c 209715200 >"$WORK/body.txt"
 for run in $(seq 1 "$RUNS"); do
@@ -125,6 +132,7 @@ for run in $(seq 1 "$RUNS"); do
     awk -v o="$ours" -v t="$theirs" -v r="$run" 'BEGIN {printf "download run %d: boardroom %.0f MB/s; nginx %.0f MB/s; ratio %.2f\n", r, o/1e6, t/1e6, o/t}' | tee -a "$WORK/download.txt"
 done
 echo "download median ratio: $(sed -n 's/.*ratio \([0-9.]*\)$/\1/p' "$WORK/download.txt" | median)"
+fi
 
 # --- 3. search over $SEARCH_ASSETS assets ------------------------------------------
 psql "$DATABASE_URL" -qAt -v ON_ERROR_STOP=1 <<SQL
@@ -141,13 +149,29 @@ SELECT gen_random_uuid(), '$ORG', '$OWNER',
 FROM generate_series(1, $SEARCH_ASSETS) g;
 ANALYZE assets;
 SQL
+# The same search against a second server without the result cache.
+UNCACHED_PORT=$(free_port)
+BOARDROOM__SERVER__ADDR=127.0.0.1:$UNCACHED_PORT BOARDROOM__ASSETS__SEARCH_CACHE_ENTRIES=0 \
+    BOARDROOM__ASSETS__WORKERS=0 "$BIN" serve >"$WORK/server-uncached.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 300); do curl -fs -o /dev/null "http://127.0.0.1:$UNCACHED_PORT/health/ready" && break; sleep 0.1; done
+SEARCH_PATH="/v1/assets?query=treasury%20committee&limit=20"
+total=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$BASE$SEARCH_PATH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["pagination"]["total"])')
+log "search matches: $total; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for run in $(seq 1 "$RUNS"); do
-    wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" \
-        "$BASE/v1/assets?query=treasury%20committee&limit=20" >"$WORK/wrk$run.txt"
-    p50=$(awk '$1 == "50%" {print $2}' "$WORK/wrk$run.txt")
-    p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk$run.txt")
-    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk$run.txt")
-    non2xx=$(awk '/Non-2xx/ {print $5}' "$WORK/wrk$run.txt")
-    echo "search run $run: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}"
+    for mode in cached uncached; do
+        base=$BASE
+        [[ $mode == uncached ]] && base=http://127.0.0.1:$UNCACHED_PORT
+        wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" \
+            "$base$SEARCH_PATH" >"$WORK/wrk-$mode$run.txt"
+        p50=$(awk '$1 == "50%" {print $2}' "$WORK/wrk-$mode$run.txt")
+        p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$mode$run.txt")
+        rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk-$mode$run.txt")
+        non2xx=$(awk '/Non-2xx/ {print $5}' "$WORK/wrk-$mode$run.txt")
+        echo "search $mode run $run: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}; load $(cut -d' ' -f1 /proc/loadavg)"
+    done
 done
+# Hits and misses of the search cache on the cached server (from /metrics).
+curl -fsS -H "Authorization: Bearer $("$BIN" token --user "$OWNER" --service 2>/dev/null || echo "$TOKEN")" "$BASE/metrics" 2>/dev/null |
+    grep -E '^resilience_cache_(requests|loads)_total\{[^}]*name="assets.search"' || true
 log "done; load: $(cut -d' ' -f1-3 /proc/loadavg)"

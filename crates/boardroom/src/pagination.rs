@@ -33,7 +33,7 @@ pub struct PageParams {
 }
 
 /// Validated page bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Page {
     /// Page size.
     pub limit: i64,

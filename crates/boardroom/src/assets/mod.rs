@@ -105,13 +105,15 @@ pub struct AssetServices {
     pub signer: token::DownloadSigner,
     /// Wakes the processing workers.
     pub wake: Arc<Notify>,
+    /// Cached search results (`None` when `assets.search_cache_entries` is 0).
+    pub search_cache: Option<search::SearchCache>,
 }
 
 /// The dependency names (breakers) of this domain, for `[services.<name>]`.
 pub const STEP_BREAKERS: [&str; 3] = ["clamd", "thumbnails", "extract"];
 
 impl AssetServices {
-    /// Opens the store and builds the breakers into `registry`.
+    /// Opens the store, builds the breakers and the search cache into `registry`.
     pub fn new(settings: &Settings, registry: &Registry) -> anyhow::Result<Self> {
         let storage = storage::Storage::open(&settings.storage)?;
         let clamd = scan::ClamdAddr::parse(&settings.scanner.clamd_url)
@@ -135,12 +137,20 @@ impl AssetServices {
         } else {
             settings.assets.download_secret.clone()
         };
+        let search_cache = search::search_cache(&settings.assets)
+            .map_err(|e| anyhow::anyhow!("assets.search_cache: {e}"))?;
+        if let Some(cache) = &search_cache {
+            registry
+                .register_cache(cache.handle())
+                .map_err(|e| anyhow::anyhow!("assets.search_cache: {e}"))?;
+        }
         Ok(Self {
             storage,
             clamd,
             breakers,
             signer: token::DownloadSigner::new(secret.as_bytes()),
             wake: Arc::new(Notify::new()),
+            search_cache,
         })
     }
 }

@@ -178,6 +178,14 @@ pub struct AssetSettings {
     /// `assets.max_download_expiry` — longest `expiresIn` of a download URL. Default `7d`.
     #[serde(with = "humantime_serde_compat")]
     pub max_download_expiry: Duration,
+    /// `assets.search_cache_entries` — most search results cached in this
+    /// process (0: no cache). Default `1000` (pages of ≈ 20 KB: ≈ 20 MB at most).
+    pub search_cache_entries: u64,
+    /// `assets.search_cache_ttl` — longest a cached search result is
+    /// served (a change to the organization's assets ends it at once; only
+    /// view and download counts may lag this long). Default `60s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub search_cache_ttl: Duration,
 }
 
 impl Default for AssetSettings {
@@ -210,6 +218,8 @@ impl Default for AssetSettings {
             max_text_bytes: 4 << 20,
             download_secret: String::new(),
             max_download_expiry: Duration::from_secs(7 * 24 * 3600),
+            search_cache_entries: 1_000,
+            search_cache_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -334,6 +344,22 @@ pub fn validate(
             "assets.max_download_expiry",
             humantime::format_duration(assets.max_download_expiry),
             "must be at least 1s",
+        ));
+    }
+    if assets.search_cache_entries > 1_000_000 {
+        return Err(invalid(
+            "assets.search_cache_entries",
+            assets.search_cache_entries,
+            "must be between 0 and 1000000",
+        ));
+    }
+    if assets.search_cache_ttl < Duration::from_millis(10)
+        || assets.search_cache_ttl > Duration::from_secs(24 * 3600)
+    {
+        return Err(invalid(
+            "assets.search_cache_ttl",
+            humantime::format_duration(assets.search_cache_ttl),
+            "must be between 10ms and 24h",
         ));
     }
     Ok(())

@@ -171,7 +171,7 @@ async fn load_visible(
 
 /// A failed load shared by every waiter becomes the error it stands for:
 /// an unavailable database stays a `503`; anything else is internal.
-fn from_load(error: LoadError) -> ApiError {
+pub(crate) fn from_load(error: LoadError) -> ApiError {
     match error.find::<ApiError>() {
         Some(ApiError::Unavailable {
             message,
