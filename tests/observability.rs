@@ -260,3 +260,81 @@ async fn openapi_lists_every_route_and_docs_load() {
         "the UI loads our document: {js}"
     );
 }
+
+#[tokio::test]
+async fn openapi_links_lead_from_each_created_id_to_the_routes_taking_it() {
+    let app = TestApp::spawn().await;
+    let api: Value = expect_status(app.get("/openapi.json", None).send().await.unwrap(), 200).await;
+    let links = |path: &str, status: &str| -> Vec<(String, String)> {
+        api["paths"][path]["post"]["responses"][status]["links"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no links on POST {path} {status}"))
+            .values()
+            .map(|link| {
+                (
+                    link["operationId"].as_str().unwrap().to_owned(),
+                    link["parameters"]["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    // Every linked operationId exists, and takes `{id}` under the prefix.
+    let operation_path = |id: &str| -> String {
+        api["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, item)| {
+                item.as_object()
+                    .unwrap()
+                    .values()
+                    .any(|op| op["operationId"] == id)
+            })
+            .map(|(path, _)| path.clone())
+            .unwrap_or_else(|| panic!("operationId {id} is not in the document"))
+    };
+    let users = links("/v1/users", "201");
+    assert!(users.len() >= 6, "{users:?}");
+    for (operation, parameter) in &users {
+        assert_eq!(parameter, "$response.body#/data/id");
+        assert!(operation_path(operation).starts_with("/v1/users/{id}"));
+    }
+    for (source, status, pointer, prefix) in [
+        (
+            "/v1/organizations",
+            "201",
+            "/data/id",
+            "/v1/organizations/{id}",
+        ),
+        ("/v1/assets", "201", "/data/id", "/v1/assets/{id}"),
+        (
+            "/v1/notifications",
+            "202",
+            "/data/notificationId",
+            "/v1/notifications/{id}",
+        ),
+        (
+            "/v1/users/bulk-update",
+            "202",
+            "/data/jobId",
+            "/v1/jobs/{id}",
+        ),
+        ("/v1/assets/bulk", "202", "/data/jobId", "/v1/jobs/{id}"),
+        (
+            "/v1/notifications/bulk",
+            "202",
+            "/data/jobId",
+            "/v1/jobs/{id}",
+        ),
+    ] {
+        let found = links(source, status);
+        assert!(!found.is_empty(), "{source}");
+        for (operation, parameter) in &found {
+            assert_eq!(parameter, &format!("$response.body#{pointer}"));
+            assert!(
+                operation_path(operation).starts_with(prefix),
+                "{source} -> {operation}"
+            );
+        }
+    }
+}

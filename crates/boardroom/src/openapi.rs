@@ -5,7 +5,9 @@
 //! envelope), so the document tells the truth without each handler repeating
 //! them: `401/403/404` for authenticated routes, `400/413/415/422/409` for
 //! routes with a body, `400/404` for path and query parameters, and
-//! `500/503` everywhere.
+//! `500/503` everywhere. It also declares OpenAPI links from each create
+//! route's answer to the routes that take the created id ([`LINKS`]), so a
+//! stateful client (schemathesis' `stateful` phase) can chain them.
 //!
 //! ```
 //! use utoipa::OpenApi;
@@ -28,6 +30,7 @@ use utoipa::{
         Ref, RefOr,
         content::Content,
         header::Header,
+        link::LinkBuilder,
         path::{Operation, ParameterIn},
         response::ResponseBuilder,
         schema::{ObjectBuilder, Type},
@@ -96,6 +99,82 @@ pub fn finish(api: &mut utoipa::openapi::OpenApi) {
         .flatten()
         {
             add_errors(operation, &shared_params);
+        }
+    }
+    add_links(api);
+}
+
+/// Where a created id can be used: (create route, its success status, the
+/// JSON pointer of the id in its body, the prefix of the routes taking it as
+/// `{id}`).
+pub const LINKS: &[(&str, &str, &str, &str)] = &[
+    (
+        "/v1/organizations",
+        "201",
+        "/data/id",
+        "/v1/organizations/{id}",
+    ),
+    ("/v1/users", "201", "/data/id", "/v1/users/{id}"),
+    ("/v1/assets", "201", "/data/id", "/v1/assets/{id}"),
+    (
+        "/v1/notifications",
+        "202",
+        "/data/notificationId",
+        "/v1/notifications/{id}",
+    ),
+    (
+        "/v1/users/bulk-update",
+        "202",
+        "/data/jobId",
+        "/v1/jobs/{id}",
+    ),
+    ("/v1/assets/bulk", "202", "/data/jobId", "/v1/jobs/{id}"),
+    (
+        "/v1/notifications/bulk",
+        "202",
+        "/data/jobId",
+        "/v1/jobs/{id}",
+    ),
+];
+
+/// Adds the [`LINKS`]: on each create route's success response, one link per
+/// operation (with an `operationId`) under the target prefix whose only path
+/// parameter is `id`.
+fn add_links(api: &mut utoipa::openapi::OpenApi) {
+    for (source, status, pointer, prefix) in LINKS {
+        let mut targets: Vec<(String, String)> = Vec::new();
+        for (path, item) in &api.paths.paths {
+            let under = path == prefix || path.starts_with(&format!("{prefix}/"));
+            if !under || path.matches('{').count() != 1 {
+                continue;
+            }
+            for operation in [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(id) = &operation.operation_id {
+                    targets.push((id.clone(), path.clone()));
+                }
+            }
+        }
+        let Some(operation) = api
+            .paths
+            .paths
+            .get_mut(*source)
+            .and_then(|i| i.post.as_mut())
+        else {
+            continue;
+        };
+        let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else {
+            continue;
+        };
+        for (operation_id, path) in targets {
+            let link = LinkBuilder::new()
+                .operation_id(operation_id.clone())
+                .parameter("id", format!("$response.body#{pointer}"))
+                .description(format!("The created id, as `{{id}}` of {path}"))
+                .build();
+            response.links.insert(operation_id, RefOr::T(link));
         }
     }
 }
