@@ -386,10 +386,7 @@ impl Search {
         };
         sql.push(" AS role_ok, ");
         match self.is_active {
-            Some(active) => sql
-                .push("(m.user_is_active = ")
-                .push_bind(active)
-                .push(")"),
+            Some(active) => sql.push("(m.user_is_active = ").push_bind(active).push(")"),
             None => sql.push("true"),
         };
         sql.push(" AS active_ok, ");
