@@ -331,6 +331,213 @@ async fn search_matches_odd_input_literally_and_refuses_bad_parameters() {
         .await;
 }
 
+/// Ids and total of a search, as `(total, ids)`.
+async fn found(app: &TestApp, token: &str, query: &str) -> (i64, Vec<String>) {
+    let data = search(app, token, query).await;
+    (data["pagination"]["total"].as_i64().unwrap(), ids(&data))
+}
+
+/// Polls a job until it is final; returns its `data`.
+async fn job_done(app: &TestApp, token: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = app
+            .get(&format!("/v1/jobs/{id}"), Some(token))
+            .expect_status(200)
+            .await["data"]
+            .clone();
+        if ["completed", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+            return job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} not final: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Search reads copies of the users' columns kept on their memberships: after
+/// a create, PATCH, bulk update, new membership or DELETE, searching finds
+/// the new values and no longer the old ones, with and without
+/// `organizationId` (two different statements), facets included.
+#[tokio::test]
+async fn search_follows_every_change_to_users_and_memberships() {
+    let app = TestApp::spawn().await;
+    let owner_id = Uuid::new_v4();
+    let owner = app.token_for(owner_id);
+    let org = app.create_org(&owner, "follow-board").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let x = app
+        .create_user(&owner, &org, "x-follow@example.org", "member")
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let y = app
+        .create_user(&owner, &org, "y-follow@example.org", "member")
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scoped = |query: &str| format!("organizationId={org}&{query}");
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let both = sorted(vec![x.clone(), y.clone()]);
+
+    // The owner's membership existed before their profile: creating the
+    // profile makes it searchable.
+    assert_eq!(found(&app, &owner, "").await.0, 2);
+    app.post_json(
+        "/v1/users",
+        &owner,
+        &json!({"id": owner_id, "email": "owner-follow@example.org", "firstName": "Olga",
+                "lastName": "Ownerova", "organizationId": org, "role": "owner"}),
+    )
+    .expect_status(201)
+    .await;
+    for query in ["lastName=ownerova".to_owned(), scoped("lastName=ownerova")] {
+        assert_eq!(
+            found(&app, &owner, &query).await,
+            (1, vec![owner_id.to_string()]),
+            "{query}"
+        );
+    }
+
+    // PATCH: new name, designation and active flag are found, the old not.
+    app.patch_json(
+        &format!("/v1/users/{x}"),
+        &owner,
+        &json!({"firstName": "Xavier", "lastName": "Zanzibar", "email": "zed@example.org",
+                "designation": "Treasurer", "isActive": false}),
+    )
+    .expect_status(200)
+    .await;
+    for query in [
+        "lastName=zanzibar",
+        "firstName=xav",
+        "email=zed@",
+        "q=xavier%20zan",
+        "designation=treasurer",
+        "isActive=false",
+    ] {
+        for query in [query.to_owned(), scoped(query)] {
+            assert_eq!(
+                found(&app, &owner, &query).await,
+                (1, vec![x.clone()]),
+                "{query}"
+            );
+        }
+    }
+    for query in ["email=x-follow", "firstName=ada&lastName=zan"] {
+        for query in [query.to_owned(), scoped(query)] {
+            assert_eq!(found(&app, &owner, &query).await.0, 0, "{query}");
+        }
+    }
+    for query in [
+        "lastName=lovelace",
+        "email=y-follow",
+        "designation=director&isActive=true",
+    ] {
+        for query in [query.to_owned(), scoped(query)] {
+            assert_eq!(
+                found(&app, &owner, &query).await,
+                (1, vec![y.clone()]),
+                "{query}"
+            );
+        }
+    }
+    let data = search(&app, &owner, &scoped("role=member")).await;
+    assert_eq!(
+        facet(&data, "isActive"),
+        BTreeMap::from([("false".to_owned(), 1), ("true".to_owned(), 1)])
+    );
+    assert_eq!(
+        facet(&data, "designation"),
+        BTreeMap::from([("Director".to_owned(), 1), ("Treasurer".to_owned(), 1)])
+    );
+    // Sorted by the new name: Zanzibar last, first when descending.
+    let (_, desc) = found(&app, &owner, &scoped("sortBy=lastName&sortOrder=desc")).await;
+    assert_eq!(desc.first(), Some(&x));
+    let (_, desc) = found(&app, &owner, "sortBy=firstName&sortOrder=desc").await;
+    assert_eq!(desc.first(), Some(&x));
+
+    // A new membership in another organization: its owner finds the user
+    // with the current values, under the new role.
+    let (other, other_org) = app.owner_with_org("follow-other").await;
+    app.post_json(
+        &format!("/v1/organizations/{other_org}/members"),
+        &other,
+        &json!({"userId": x, "role": "admin"}),
+    )
+    .expect_status(201)
+    .await;
+    let data = search(&app, &other, "lastName=zanzibar").await;
+    assert_eq!(
+        (data["pagination"]["total"].as_i64().unwrap(), ids(&data)),
+        (1, vec![x.clone()])
+    );
+    assert_eq!(
+        facet(&data, "role"),
+        BTreeMap::from([("admin".to_owned(), 1)])
+    );
+    // Seen from the first organization, still one user, one member.
+    assert_eq!(
+        found(&app, &owner, "lastName=zanzibar&role=member").await.0,
+        1
+    );
+
+    // Bulk update (a job): both renamed, the old names gone.
+    let job = app
+        .post_json(
+            "/v1/users/bulk-update",
+            &owner,
+            &json!({"userIds": [x, y], "updates": {"lastName": "Bulkwell", "isActive": true}}),
+        )
+        .expect_status(202)
+        .await["data"]["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = job_done(&app, &owner, &job).await;
+    assert_eq!(done["succeeded"], 2, "{done}");
+    for query in [
+        "lastName=bulkwell&isActive=true".to_owned(),
+        scoped("lastName=bulkwell&isActive=true"),
+    ] {
+        let (total, ids) = found(&app, &owner, &query).await;
+        assert_eq!((total, sorted(ids)), (2, both.clone()), "{query}");
+    }
+    for query in ["lastName=zanzibar", "lastName=lovelace", "isActive=false"] {
+        for query in [query.to_owned(), scoped(query)] {
+            assert_eq!(found(&app, &owner, &query).await.0, 0, "{query}");
+        }
+    }
+    assert_eq!(
+        found(&app, &other, "lastName=bulkwell").await,
+        (1, vec![x.clone()])
+    );
+
+    // DELETE: gone from every organization's search and facets.
+    app.delete(&format!("/v1/users/{x}"), &owner)
+        .expect_status(204)
+        .await;
+    for query in ["lastName=bulkwell".to_owned(), scoped("lastName=bulkwell")] {
+        assert_eq!(
+            found(&app, &owner, &query).await,
+            (1, vec![y.clone()]),
+            "{query}"
+        );
+    }
+    let data = search(&app, &other, "").await;
+    assert_eq!(data["pagination"]["total"], 0);
+    assert!(facet(&data, "role").is_empty());
+}
+
 async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
     let text = app.metrics_text().await;
     text.lines()

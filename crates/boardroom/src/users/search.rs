@@ -16,6 +16,14 @@
 //!   keyset-based with the opaque `cursor` from the previous page's
 //!   `nextCursor` (stable under inserts, cheap for deep pages).
 //!
+//! The filtered, counted and sorted columns are read from the membership's
+//! copy of the user's (migration `0006_users_search_membership.sql`, kept in
+//! step by triggers in the same statement as every change), so the facets
+//! and the total are one index-only pass over the visible memberships and a
+//! one-organization page walks an index in sort order; `users` is joined
+//! only for the rows of the page (and for the `lastActiveAt` sort, whose key
+//! is not copied).
+//!
 //! SQL is assembled from fixed fragments with [`sqlx::QueryBuilder`]; every
 //! value the client sent is a bind parameter, never text pasted into SQL.
 //! Only the filters present appear in the statement, so each combination
@@ -104,7 +112,7 @@ pub enum SortBy {
 }
 
 impl SortBy {
-    /// The SQL expression sorted on (a fixed fragment), and its type.
+    /// The SQL expression sorted on over `users u` (a fixed fragment), and its type.
     fn expression(self) -> (&'static str, &'static str) {
         match self {
             Self::LastName => ("lower(u.last_name)", "text"),
@@ -114,6 +122,19 @@ impl SortBy {
                 "COALESCE(u.last_active_at, '-infinity'::timestamptz)",
                 "timestamptz",
             ),
+        }
+    }
+
+    /// The same key over `memberships m JOIN users u`: the membership's copy
+    /// of it where there is one (migration 0006), so a one-organization page
+    /// walks a `memberships` index in order. Equal to [`Self::expression`]
+    /// for every row, so cursors are the same whichever produced them.
+    fn membership_expression(self) -> &'static str {
+        match self {
+            Self::LastName => "m.user_last_name_lower",
+            Self::FirstName => "m.user_first_name_lower",
+            Self::CreatedAt => "m.user_created_at",
+            Self::LastActiveAt => self.expression().0,
         }
     }
 }
@@ -296,30 +317,12 @@ impl Search {
         self.organization_id
     }
 
-    /// `WITH base AS (…)`: one row per (user, visible membership) passing the
-    /// filters that no facet ignores, with a flag per faceted filter.
-    fn push_base(&self, sql: &mut QueryBuilder<Postgres>) {
-        sql.push("WITH base AS (SELECT u.id, m.role, u.is_active, u.designation, ");
-        match self.role {
-            Some(role) => sql.push("(m.role = ").push_bind(role.as_str()).push(")"),
-            None => sql.push("true"),
-        };
-        sql.push(" AS role_ok, ");
-        match self.is_active {
-            Some(active) => sql.push("(u.is_active = ").push_bind(active).push(")"),
-            None => sql.push("true"),
-        };
-        sql.push(" AS active_ok, ");
-        match &self.designation {
-            Some(designation) => sql
-                .push("(lower(u.designation) IS NOT DISTINCT FROM ")
-                .push_bind(designation.as_str())
-                .push(")"),
-            None => sql.push("true"),
-        };
-        sql.push(
-            " AS designation_ok FROM memberships m JOIN users u ON u.id = m.user_id WHERE true",
-        );
+    /// The conditions on `memberships m` that no facet ignores: the
+    /// searchable memberships (their user exists) in the visible
+    /// organizations, and the text filters, all on the membership's copy of
+    /// the user's columns (migration 0006), so no join to `users` is needed.
+    fn push_scope(&self, sql: &mut QueryBuilder<Postgres>) {
+        sql.push(" m.user_is_active IS NOT NULL");
         if let Some(viewer) = self.viewer {
             sql.push(" AND m.organization_id IN (SELECT organization_id FROM memberships WHERE user_id = ")
                 .push_bind(viewer)
@@ -330,20 +333,20 @@ impl Search {
                 .push_bind(organization);
         }
         if let Some(q) = &self.q {
-            sql.push(" AND (lower(u.first_name) LIKE ")
+            sql.push(" AND (m.user_first_name_lower LIKE ")
                 .push_bind(q.as_str())
-                .push(" OR lower(u.last_name) LIKE ")
+                .push(" OR m.user_last_name_lower LIKE ")
                 .push_bind(q.as_str())
-                .push(" OR lower(u.first_name || ' ' || u.last_name) LIKE ")
+                .push(" OR m.user_first_name_lower || ' ' || m.user_last_name_lower LIKE ")
                 .push_bind(q.as_str())
-                .push(" OR lower(u.email) LIKE ")
+                .push(" OR m.user_email_lower LIKE ")
                 .push_bind(q.as_str())
                 .push(")");
         }
         for (column, value) in [
-            ("lower(u.first_name)", &self.first_name),
-            ("lower(u.last_name)", &self.last_name),
-            ("lower(u.email)", &self.email),
+            ("m.user_first_name_lower", &self.first_name),
+            ("m.user_last_name_lower", &self.last_name),
+            ("m.user_email_lower", &self.email),
         ] {
             if let Some(value) = value {
                 sql.push(" AND ")
@@ -352,6 +355,50 @@ impl Search {
                     .push_bind(value.as_str());
             }
         }
+    }
+
+    /// The faceted filters (`role`, `isActive`, `designation`) as a condition
+    /// on `memberships m`: `true` when none is given.
+    fn push_faceted(&self, sql: &mut QueryBuilder<Postgres>) {
+        sql.push("true");
+        if let Some(role) = self.role {
+            sql.push(" AND m.role = ").push_bind(role.as_str());
+        }
+        if let Some(active) = self.is_active {
+            sql.push(" AND m.user_is_active = ").push_bind(active);
+        }
+        if let Some(designation) = &self.designation {
+            sql.push(" AND lower(m.user_designation) IS NOT DISTINCT FROM ")
+                .push_bind(designation.as_str());
+        }
+    }
+
+    /// `WITH base AS (…)`: one row per (user, visible membership) passing the
+    /// filters that no facet ignores, with a flag per faceted filter.
+    fn push_base(&self, sql: &mut QueryBuilder<Postgres>) {
+        sql.push(
+            "WITH base AS (SELECT m.user_id AS id, m.role, m.user_is_active AS is_active, \
+             m.user_designation AS designation, ",
+        );
+        match self.role {
+            Some(role) => sql.push("(m.role = ").push_bind(role.as_str()).push(")"),
+            None => sql.push("true"),
+        };
+        sql.push(" AS role_ok, ");
+        match self.is_active {
+            Some(active) => sql.push("(m.user_is_active = ").push_bind(active).push(")"),
+            None => sql.push("true"),
+        };
+        sql.push(" AS active_ok, ");
+        match &self.designation {
+            Some(designation) => sql
+                .push("(lower(m.user_designation) IS NOT DISTINCT FROM ")
+                .push_bind(designation.as_str())
+                .push(")"),
+            None => sql.push("true"),
+        };
+        sql.push(" AS designation_ok FROM memberships m WHERE");
+        self.push_scope(sql);
         sql.push(") ");
     }
 
@@ -416,25 +463,50 @@ impl Search {
 
     /// One page (plus one row, to tell whether more follow), with each row's
     /// sort key as text for the next cursor.
+    ///
+    /// Within one organization a user has one membership, so the page reads
+    /// the organization's memberships in sort order (an index of migration
+    /// 0006) and joins `users` only for the rows it returns. Across
+    /// organizations a user can match several memberships: the matching
+    /// users are deduplicated first, then sorted.
     async fn page(&self, pool: &PgPool) -> Result<Vec<(User, String)>, ApiError> {
-        let (expression, kind) = self.sort_by.expression();
+        let (user_expression, kind) = self.sort_by.expression();
         let (direction, comparison) = match self.order {
             SortOrder::Asc => ("ASC", ">"),
             SortOrder::Desc => ("DESC", "<"),
         };
         let mut sql = QueryBuilder::new("");
-        self.push_base(&mut sql);
-        sql.push(
-            ", matched AS (SELECT DISTINCT id FROM base WHERE role_ok AND active_ok AND designation_ok) \
-             SELECT u.id, u.email, u.first_name, u.last_name, u.designation, u.is_active, \
-                    u.created_at, u.updated_at, u.last_active_at, (",
-        )
-        .push(expression)
-        .push(")::text AS sort_key FROM users u JOIN matched ON matched.id = u.id");
+        let (expression, id) = if self.organization_id.is_some() {
+            let expression = self.sort_by.membership_expression();
+            sql.push(
+                "SELECT u.id, u.email, u.first_name, u.last_name, u.designation, u.is_active, \
+                 u.created_at, u.updated_at, u.last_active_at, (",
+            )
+            .push(expression)
+            .push(")::text AS sort_key FROM memberships m JOIN users u ON u.id = m.user_id WHERE");
+            self.push_scope(&mut sql);
+            sql.push(" AND ");
+            self.push_faceted(&mut sql);
+            (expression, "m.user_id")
+        } else {
+            sql.push("WITH matched AS (SELECT DISTINCT m.user_id AS id FROM memberships m WHERE");
+            self.push_scope(&mut sql);
+            sql.push(" AND ");
+            self.push_faceted(&mut sql);
+            sql.push(
+                ") SELECT u.id, u.email, u.first_name, u.last_name, u.designation, u.is_active, \
+                 u.created_at, u.updated_at, u.last_active_at, (",
+            )
+            .push(user_expression)
+            .push(")::text AS sort_key FROM users u JOIN matched ON matched.id = u.id WHERE true");
+            (user_expression, "u.id")
+        };
         if let Some(cursor) = &self.cursor {
-            sql.push(" WHERE (")
+            sql.push(" AND (")
                 .push(expression)
-                .push(", u.id) ")
+                .push(", ")
+                .push(id)
+                .push(") ")
                 .push(comparison)
                 .push(" (")
                 .push_bind(cursor.key.as_str())
@@ -448,7 +520,9 @@ impl Search {
             .push(expression)
             .push(" ")
             .push(direction)
-            .push(", u.id ")
+            .push(", ")
+            .push(id)
+            .push(" ")
             .push(direction)
             .push(" LIMIT ")
             .push_bind(self.limit + 1);
