@@ -30,7 +30,7 @@
 #             Reports non-503 5xx, acknowledged writes missing from the
 #             database, time to breaker open, fast-fail p99 while open,
 #             recovery after the database returns, /health/ready transitions.
-#   shutdown  An open loop (reads and writes) runs; SIGTERM to the service at
+#   shutdown  An open loop (searches and writes) runs; SIGTERM to the service at
 #             +5 s. Reports requests that failed after the service had them
 #             (a 5xx, or a transport error on a write that is in the database),
 #             and connections refused after the listener closed.
@@ -40,7 +40,7 @@
 #
 # Knobs (environment): OVERLOAD_DURATION (15s), OVERLOAD_FACTOR (3),
 # CAPACITY_CONCURRENCY (16), OUTAGE_RATE (60), OUTAGE_CUT (10),
-# DB_PROXY_MODE (reset | blackhole), SHUTDOWN_RATE (100), SOAK_RATE (100),
+# DB_PROXY_MODE (reset | blackhole), SHUTDOWN_RATE (50), SOAK_RATE (100),
 # DURATION (10m, the soak), SERVER_CPUS (0), LOAD_CPUS (1), PG_URL, LOAD_DB
 # (boardroom_faults), KEEP_LOGS=1, KEEP_DB=1.
 set -euo pipefail
@@ -58,7 +58,7 @@ OVERLOAD_FACTOR=${OVERLOAD_FACTOR:-3}
 CAPACITY_CONCURRENCY=${CAPACITY_CONCURRENCY:-16}
 OUTAGE_RATE=${OUTAGE_RATE:-60}
 OUTAGE_CUT=${OUTAGE_CUT:-10}
-SHUTDOWN_RATE=${SHUTDOWN_RATE:-100}
+SHUTDOWN_RATE=${SHUTDOWN_RATE:-50}
 SOAK_RATE=${SOAK_RATE:-100}
 DURATION=${DURATION:-10m}
 SOAK_SAMPLE=${SOAK_SAMPLE:-10}
@@ -302,7 +302,8 @@ shutdown() {
     fault_load "${READS[@]}" --concurrency 4 --duration 3s --label warmup >/dev/null
     local dir="$WORK/shutdown" load_pid term_us exit_us
     mkdir -p "$dir"
-    FAULT_LOAD_TIMEOUT=120 fault_load "${READS[@]}" "${WRITES[@]}" --write-share 0.3 \
+    # Searches (tens of ms each) and writes, so requests are in flight at the signal.
+    FAULT_LOAD_TIMEOUT=120 fault_load --read "$SEARCH" "${WRITES[@]}" --write-share 0.3 \
         --rate "$SHUTDOWN_RATE" --concurrency 2048 --duration 10s --timeout 15s --label shutdown --out "$dir" >"$dir/summary.txt" &
     load_pid=$!
     sleep 5
@@ -322,7 +323,7 @@ SELECT w.email FROM w JOIN users u ON lower(u.email) = lower(w.email) WHERE w.st
 SQL
     local committed; committed=$(grep -c . "$dir/committed-unacked.txt" || true)
     say ""
-    say "### Shutdown: SIGTERM at +5 s of a 10 s open loop at $SHUTDOWN_RATE req/s (30 % writes)"
+    say "### Shutdown: SIGTERM at +5 s of a 10 s open loop at $SHUTDOWN_RATE req/s (searches, 30 % writes)"
     say ""
     say "$(python3 - "$dir" "$term_us" "$exit_us" "$status" "$missing" "$committed" <<'PY'
 import csv, sys
@@ -333,7 +334,11 @@ for r in rows:
 before = [r for r in rows if r["t"] < term]
 inflight = [r for r in before if r["t"] + r["lat"] >= term]
 after = [r for r in rows if r["t"] >= term]
-fail_before = [r for r in before if r["s"] >= 500 or r["s"] == 0]
+# Accepted and then failed: in flight at the signal (started before, answered
+# after) and answered 5xx or cut off. A 503 answered before the signal is
+# load shedding, not shutdown, and is counted apart.
+fail_before = [r for r in inflight if r["s"] >= 500 or r["s"] == 0]
+shed_before = [r for r in before if r["t"] + r["lat"] < term and (r["s"] >= 500 or r["s"] == 0)]
 ok_after = [r for r in after if 200 <= r["s"] < 300]
 err_after = {}
 for r in after:
@@ -344,7 +349,9 @@ print("| figure | value |")
 print("|---|---:|")
 print(f"| SIGTERM → process exited (status {status}) | {(exit_ - term) / 1e3:.0f} ms |")
 print(f"| requests started before SIGTERM / still in flight at SIGTERM | {len(before)} / {len(inflight)} |")
-print(f"| of those, answered 5xx or failed in transport | {len(fail_before)} |")
+print(f"| in flight at SIGTERM and answered 5xx or failed in transport | {len(fail_before)} |")
+print(f"| in flight at SIGTERM: outcome counts | {dict((k, sum(1 for r in inflight if (r['error'] or str(r['s'])) == k)) for k in set(r['error'] or str(r['s']) for r in inflight))} |")
+print(f"| answered 5xx before SIGTERM (load shedding, not shutdown) | {len(shed_before)} |")
 print(f"| writes acknowledged 2xx and missing from the database | {missing} |")
 print(f"| writes failed (5xx / transport) yet committed | {committed} |")
 print(f"| requests started after SIGTERM: answered 2xx / outcome counts | {len(ok_after)} / {err_after} |")

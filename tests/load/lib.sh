@@ -98,11 +98,16 @@ wait_http() {
     die "$name did not answer $url within 60 s"
 }
 
-# build_release: the release `boardroom` and the `boardroom-load` bins; sets BIN.
+# build_release: the release `boardroom` and the `boardroom-load` bins; sets
+# BIN. SKIP_BUILD=1 uses the binaries already in target/release as they are.
 build_release() {
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+    if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
+        log "SKIP_BUILD=1: using $BIN as built"
+        return
+    fi
     log "building release binaries"
     (cd "$ROOT" && cargo build --release --locked -q -p boardroom -p boardroom-load --bins)
-    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 }
 
 # seed_database: a fresh $LOAD_DB, migrated, with $USERS users in $ORGS
