@@ -125,7 +125,12 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-async fn proxy(mut client: TcpStream, upstream: Arc<str>, mode: Mode, mut cut: watch::Receiver<bool>) {
+async fn proxy(
+    mut client: TcpStream,
+    upstream: Arc<str>,
+    mode: Mode,
+    mut cut: watch::Receiver<bool>,
+) {
     let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&*upstream));
     let mut server = match connect.await {
         Ok(Ok(server)) => server,

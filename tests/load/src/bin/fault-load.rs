@@ -223,7 +223,10 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(!args.read.is_empty() || args.write_share >= 1.0, "give --read PATH");
+    anyhow::ensure!(
+        !args.read.is_empty() || args.write_share >= 1.0,
+        "give --read PATH"
+    );
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.write_share),
         "--write-share must be in 0..=1"
@@ -295,7 +298,11 @@ async fn main() -> anyhow::Result<()> {
     if drained.is_err() {
         tasks.abort_all();
     }
-    let elapsed = started.elapsed().as_secs_f64().min(duration.as_secs_f64()).max(1e-9);
+    let elapsed = started
+        .elapsed()
+        .as_secs_f64()
+        .min(duration.as_secs_f64())
+        .max(1e-9);
 
     let records = shared.records.lock().await;
     let writes = shared.writes.lock().await;
