@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use boardroom::config::Settings;
 use boardroom::startup::Application;
-use boardroom_tests::{TEST_JWT_SECRET, TestApp, drop_database, server_url};
+use boardroom_tests::{SendExpect, TEST_JWT_SECRET, TestApp, drop_database, server_url};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -477,6 +477,70 @@ async fn losing_the_database_answers_503_and_recovers_without_a_restart() {
     println!("timeline:\n{}", timeline(&observations));
 
     // Same process throughout: it still serves, and stops cleanly.
+    tokio::time::timeout(Duration::from_secs(20), app.stop())
+        .await
+        .expect("the app stops within 20 s")
+        .expect("the app ran and stopped without error");
+    drop(proxy);
+}
+
+/// A database outage is the `database` breaker's to judge: the domain's
+/// own breaker stays closed however many `503`s its handlers answer, so the
+/// API is back as soon as the `database` breaker closes (within its
+/// `reset_timeout`, 1 s, plus a probe) instead of waiting out the domain's
+/// longer `reset_timeout` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_opens_the_database_breaker_not_the_domains() {
+    let proxy = DbProxy::start(upstream_addr().await, true).await;
+    let app = TestApp::spawn_with(|settings| {
+        settings.database.url = url_through(&settings.database.url, proxy.addr);
+    })
+    .await;
+    let token = app.service_token();
+    let created = app
+        .create_org(&token, &format!("outage-{}", Uuid::new_v4().simple()))
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/organizations/{id}");
+    app.get(&path, Some(&token)).expect_status(200).await;
+
+    proxy.cut();
+    // Well over the organizations breaker's rule (10 failures of >= 20 calls).
+    let mut unavailable = 0;
+    for _ in 0..60 {
+        let response = app.get(&path, Some(&token)).send().await.unwrap();
+        let status = response.status().as_u16();
+        assert!(
+            status == 503 || status == 200,
+            "only 503 (or a 200 before the cut took effect): {status}"
+        );
+        unavailable += usize::from(status == 503);
+    }
+    assert!(unavailable >= 50, "{unavailable} of 60 answered 503");
+    let ready = app.get("/health/ready", None).send().await.unwrap();
+    let ready: Value = ready.json().await.unwrap();
+    let breakers = &ready["data"]["checks"]["services"]["breakers"];
+    assert!(
+        breakers["database"] == "open" || breakers["database"] == "half_open",
+        "{ready}"
+    );
+    assert_eq!(breakers["organizations"], "closed", "{ready}");
+
+    let restored = Instant::now();
+    proxy.restore();
+    loop {
+        let response = app.get(&path, Some(&token)).send().await.unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(2),
+            "still {} {:?} after the database returned",
+            response.status(),
+            restored.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::timeout(Duration::from_secs(20), app.stop())
         .await
         .expect("the app stops within 20 s")

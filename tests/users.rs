@@ -891,7 +891,8 @@ async fn a_profile_view_is_recorded_once_per_viewer_within_the_view_window() {
 #[tokio::test]
 async fn a_request_refused_by_the_users_stack_is_a_503_with_retry_after() {
     let app = TestApp::spawn_with(|s| {
-        let users = s.services.entry("users".into()).or_default();
+        // The search runs in the `users_search` stack.
+        let users = s.services.entry("users_search".into()).or_default();
         // Every request that has to wait for the database runs out of time…
         users.timeout = Some(Duration::from_millis(1));
         // …and a few of those open the breaker.
@@ -925,15 +926,23 @@ async fn a_request_refused_by_the_users_stack_is_a_503_with_retry_after() {
         saw_timeout |= message.contains("longer than");
     }
     assert!(saw_timeout, "the stack's timeout answered 503");
-    assert!(saw_open, "the users breaker opened and refused at once");
+    assert!(
+        saw_open,
+        "the users_search breaker opened and refused at once"
+    );
     // Other domains have their own stack: organizations still answer.
     app.get(&format!("/v1/organizations/{org}"), Some(&owner))
         .expect_status(200)
         .await;
     let ready = app.get("/health/ready", None).expect_status(200).await;
     assert_eq!(
-        ready["data"]["checks"]["services"]["breakers"]["users"],
+        ready["data"]["checks"]["services"]["breakers"]["users_search"],
         "open"
+    );
+    // The rest of the domain has its own stack: still closed.
+    assert_eq!(
+        ready["data"]["checks"]["services"]["breakers"]["users"],
+        "closed"
     );
     assert_eq!(ready["data"]["checks"]["services"]["status"], "degraded");
 }

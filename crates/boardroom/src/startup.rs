@@ -223,6 +223,7 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
             registry,
         )?))
         .merge(users::router().layer(DomainLayer::new("users", settings, registry)?))
+        .merge(users::search_router().layer(DomainLayer::new("users_search", settings, registry)?))
         .merge(jobs::router().layer(DomainLayer::new("jobs", settings, registry)?))
         .merge(crate::assets::router().layer(DomainLayer::new("assets", settings, registry)?))
         .merge(crate::assets::files_router().layer(DomainLayer::new("files", settings, registry)?))

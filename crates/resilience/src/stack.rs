@@ -403,6 +403,25 @@ impl<C, R> ServiceStack<C, R> {
         }
     }
 
+    /// Like [`ServiceStack::with_classifier`], but the breaker judges calls
+    /// with `breaker` while the metrics and retry layers use `classifier`:
+    /// for an outcome that the statistics must show as a failure but that
+    /// says nothing about this service's own health (a dependency behind its
+    /// own breaker refused), so this breaker should not open for it.
+    pub fn with_classifiers<D: Clone>(self, classifier: D, breaker: D) -> ServiceStack<D, R> {
+        ServiceStack {
+            name: self.name,
+            metrics: self.metrics.with_classifier(classifier.clone()),
+            breaker: self.breaker.with_classifier(breaker),
+            concurrency: self.concurrency,
+            timeout: self.timeout,
+            retry: self.retry.map(|retry| retry.with_classifier(classifier)),
+            cache: self.cache,
+            handles: self.handles,
+            registry: self.registry,
+        }
+    }
+
     /// Decide with `replay` which requests may be retried (for example
     /// [`crate::retry::IdempotentHttp`] for HTTP requests).
     pub fn with_replay<R2>(self, replay: R2) -> ServiceStack<C, R2> {
