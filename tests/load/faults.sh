@@ -107,8 +107,10 @@ overload() {
     off_rss=$(rss_kb "$SERVICE_PID")
     stop_pid "$SERVICE_PID"
 
-    log "overload: service with the default (on) users_search concurrency limit"
-    start_service overload-on "$DB_DIRECT_URL"
+    log "overload: service with the ${ON_LIMIT:-default} (on) users_search concurrency limit"
+    # ON_LIMIT=N tries another limit than config/default.toml's for the "on" row.
+    start_service overload-on "$DB_DIRECT_URL" \
+        ${ON_LIMIT:+BOARDROOM__SERVICES__USERS_SEARCH__CONCURRENCY__MAX_CONCURRENT=$ON_LIMIT}
     fault_load --read "$SEARCH" --concurrency 4 --duration 3s --label warmup >/dev/null
     on=$(fault_load --read "$SEARCH" --rate "$offered" --concurrency 4096 --duration "$OVERLOAD_DURATION" --label limit-on)
     on_stats=$(admin_stats | jq -c '[.data.layers.concurrency[]? | select(.name == "users_search") | {limit, inFlightHighWater, queuedHighWater, maxQueue, admitted, rejectedQueueFull, rejectedQueueTimeout}]')
