@@ -117,15 +117,7 @@ impl Moto {
 
     /// Settings for the `s3` backend on `bucket` of this server.
     pub fn configure(&self, settings: &mut boardroom::config::Settings, bucket: &str) {
-        use boardroom::assets::settings::StorageBackend;
-        settings.storage.backend = StorageBackend::S3;
-        settings.storage.s3.bucket = bucket.to_owned();
-        settings.storage.s3.endpoint = self.endpoint();
-        settings.storage.s3.region = REGION.to_owned();
-        settings.storage.s3.access_key_id = ACCESS_KEY_ID.to_owned();
-        settings.storage.s3.secret_access_key = SECRET_ACCESS_KEY.to_owned();
-        settings.storage.s3.allow_http = true;
-        settings.storage.s3.path_style = true;
+        s3_settings(settings, bucket, self.endpoint());
     }
 
     /// Creates `bucket` (plain `PUT /<bucket>`).
@@ -204,4 +196,18 @@ impl Drop for Moto {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The `s3` backend on `bucket` at `endpoint` (plain HTTP, path-style), with
+/// the test credentials: what both test servers (moto, s3s) take.
+pub fn s3_settings(settings: &mut boardroom::config::Settings, bucket: &str, endpoint: String) {
+    use boardroom::assets::settings::StorageBackend;
+    settings.storage.backend = StorageBackend::S3;
+    settings.storage.s3.bucket = bucket.to_owned();
+    settings.storage.s3.endpoint = endpoint;
+    settings.storage.s3.region = REGION.to_owned();
+    settings.storage.s3.access_key_id = ACCESS_KEY_ID.to_owned();
+    settings.storage.s3.secret_access_key = SECRET_ACCESS_KEY.to_owned();
+    settings.storage.s3.allow_http = true;
+    settings.storage.s3.path_style = true;
 }

@@ -13,7 +13,7 @@ use hyper_util::{
 };
 use s3s::{auth::SimpleAuth, service::S3ServiceBuilder};
 
-use super::s3::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
+use super::s3::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 /// A running verifying S3 server with one bucket.
 pub struct VerifyingS3 {
@@ -60,15 +60,7 @@ impl VerifyingS3 {
 
     /// Settings for the `s3` backend on this server's bucket.
     pub fn configure(&self, settings: &mut boardroom::config::Settings) {
-        use boardroom::assets::settings::StorageBackend;
-        settings.storage.backend = StorageBackend::S3;
-        settings.storage.s3.bucket = self.bucket.clone();
-        settings.storage.s3.endpoint = self.endpoint();
-        settings.storage.s3.region = REGION.to_owned();
-        settings.storage.s3.access_key_id = ACCESS_KEY_ID.to_owned();
-        settings.storage.s3.secret_access_key = SECRET_ACCESS_KEY.to_owned();
-        settings.storage.s3.allow_http = true;
-        settings.storage.s3.path_style = true;
+        super::s3::s3_settings(settings, &self.bucket, self.endpoint());
     }
 }
 

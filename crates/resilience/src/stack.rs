@@ -390,17 +390,7 @@ impl<C, R> ServiceStack<C, R> {
     /// layers (for example [`crate::classify::HttpStatus`] for HTTP, so a
     /// `503` response counts as a failure). The layers keep their state.
     pub fn with_classifier<D: Clone>(self, classifier: D) -> ServiceStack<D, R> {
-        ServiceStack {
-            name: self.name,
-            metrics: self.metrics.with_classifier(classifier.clone()),
-            breaker: self.breaker.with_classifier(classifier.clone()),
-            concurrency: self.concurrency,
-            timeout: self.timeout,
-            retry: self.retry.map(|retry| retry.with_classifier(classifier)),
-            cache: self.cache,
-            handles: self.handles,
-            registry: self.registry,
-        }
+        self.with_classifiers(classifier.clone(), classifier)
     }
 
     /// Like [`ServiceStack::with_classifier`], but the breaker judges calls

@@ -116,6 +116,33 @@ pub async fn create_download_url(
     }))
 }
 
+/// The object-store key of `id`'s current file (`404` once the asset is gone).
+async fn storage_key(state: &AppState, id: Uuid) -> Result<String, ApiError> {
+    match state.db.run(repository::keys(&state.db.pool, id)).await? {
+        Some((key, _)) => Ok(key),
+        None => Err(ApiError::not_found("asset")),
+    }
+}
+
+/// Records a `kind` event (`view`, `download`) of `asset` by `user` (none for operators).
+pub(super) async fn record_event(
+    state: &AppState,
+    asset: &Asset,
+    user: Option<Uuid>,
+    kind: &str,
+) -> Result<(), ApiError> {
+    state
+        .db
+        .run(repository::record_event(
+            &state.db.pool,
+            asset.id,
+            asset.organization_id,
+            user,
+            kind,
+        ))
+        .await
+}
+
 /// The S3 presigned URL of `asset`'s current file, valid `expires_in`
 /// seconds; records the download (the grant) for `user`.
 async fn presigned_url(
@@ -124,13 +151,7 @@ async fn presigned_url(
     expires_in: i64,
     user: Option<Uuid>,
 ) -> Result<String, ApiError> {
-    let Some((key, _)) = state
-        .db
-        .run(repository::keys(&state.db.pool, asset.id))
-        .await?
-    else {
-        return Err(ApiError::not_found("asset"));
-    };
+    let key = storage_key(state, asset.id).await?;
     let lifetime = std::time::Duration::from_secs(u64::try_from(expires_in).unwrap_or(1));
     let url = state
         .assets
@@ -144,16 +165,7 @@ async fn presigned_url(
         .await
         .map_err(storage_unavailable)?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the store signs no URLs")))?;
-    state
-        .db
-        .run(repository::record_event(
-            &state.db.pool,
-            asset.id,
-            asset.organization_id,
-            user,
-            "download",
-        ))
-        .await?;
+    record_event(state, asset, user, "download").await?;
     Ok(url)
 }
 
@@ -208,13 +220,7 @@ pub async fn serve_file(
         ));
     }
     check_downloadable(&state.settings, &asset)?;
-    let Some((key, _)) = state
-        .db
-        .run(repository::keys(&state.db.pool, asset.id))
-        .await?
-    else {
-        return Err(ApiError::not_found("asset"));
-    };
+    let key = storage_key(&state, asset.id).await?;
     let size = u64::try_from(asset.size_bytes).unwrap_or(0);
     let etag = format!("\"{}\"", asset.sha256);
     let remaining = claims.expires_at.saturating_sub(now).max(0);
@@ -251,16 +257,7 @@ pub async fn serve_file(
         None => None,
     };
     if range.is_none_or(|(start, _)| start == 0) {
-        state
-            .db
-            .run(repository::record_event(
-                &state.db.pool,
-                asset.id,
-                asset.organization_id,
-                claims.user_id,
-                "download",
-            ))
-            .await?;
+        record_event(&state, &asset, claims.user_id, "download").await?;
     }
     let stream = state
         .assets

@@ -39,16 +39,7 @@ pub async fn get_asset(
 ) -> Result<Response, ApiError> {
     let (mut asset, _) = load_for(&state, principal, id).await?;
     let viewer = (!principal.operator).then_some(principal.user_id);
-    state
-        .db
-        .run(repository::record_event(
-            &state.db.pool,
-            asset.id,
-            asset.organization_id,
-            viewer,
-            "view",
-        ))
-        .await?;
+    super::download::record_event(&state, &asset, viewer, "view").await?;
     asset.view_count += 1;
     Ok(envelope::ok(asset))
 }
