@@ -8,8 +8,9 @@
 #   1. upload memory and throughput: a 200 MiB text file POSTed with curl
 #      (multipart, streamed from the page cache); the server's peak RSS
 #      growth (VmHWM after `clear_refs 5`, minus VmRSS before) and MB/s,
-#      against `dd` writing 200 MiB into the same storage folder (same disk,
-#      same run, no fsync on either side);
+#      against `dd` copying the same page-cached file into the same storage
+#      folder (same bytes, same disk, same run, no fsync on either side),
+#      once the upload's processing has finished;
 #   2. download throughput of a 100 MiB file already in the page cache:
 #      GET /v1/files/{token} against nginx serving the same stored object
 #      (curl -o /dev/null, best of 3 per run);
@@ -79,6 +80,17 @@ ORG=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/
 log "server $SERVER on $BASE; organization $ORG; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 kib() { awk -v f="$1" '$1 == f {print $2}' "/proc/$SERVER/status"; }
+# wait_processed ID: until the asset's pipeline has finished (at most 60 s).
+wait_processed() {
+    local status
+    for _ in $(seq 1 600); do
+        status=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$BASE/v1/assets/$1" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["processingStatus"])')
+        [[ $status == pending || $status == processing ]] || return 0
+        sleep 0.1
+    done
+    log "warning: asset $1 still $status after 60 s"
+}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 if [[ $ONLY != search ]]; then
@@ -90,16 +102,24 @@ for run in $(seq 1 "$RUNS"); do
     cat "$WORK/up.txt" >/dev/null # into the page cache
     echo 5 >"/proc/$SERVER/clear_refs"
     before=$(kib VmRSS:)
+    sync # each timed write starts with no dirty pages of the last one
     t0=$(date +%s.%N)
     code=$(curl -s -o "$WORK/up.json" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
         -F "organizationId=$ORG" -F "file=@$WORK/up.txt;filename=minutes$run.txt" "$BASE/v1/assets")
-    t1=$(date +%s.%N)
+    elapsed=$(echo "$(date +%s.%N) - $t0" | bc)
     peak=$(kib VmHWM:)
     [[ $code == 201 ]] || { cat "$WORK/up.json"; exit 1; }
-    dd if=/dev/zero of="$WORK/storage/dd.bin" bs=1M count=200 status=none
+    # The pipeline (scan, extraction) of this upload must not run during
+    # dd or the next upload: wait for it (bounded) before going on.
+    wait_processed "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["id"])' "$WORK/up.json")"
+    sync
+    t1=$(date +%s.%N)
+    # dd writes the same bytes (read from the same page-cached file) into
+    # the same folder, 1 MiB at a time.
+    dd if="$WORK/up.txt" of="$WORK/storage/dd.bin" bs=1M status=none
     t2=$(date +%s.%N)
     rm -f "$WORK/storage/dd.bin"
-    awk -v b="$before" -v p="$peak" -v u="$(echo "$t1 - $t0" | bc)" -v d="$(echo "$t2 - $t1" | bc)" -v r="$run" \
+    awk -v b="$before" -v p="$peak" -v u="$elapsed" -v d="$(echo "$t2 - $t1" | bc)" -v r="$run" \
         'BEGIN {printf "upload run %d: RSS %d -> peak %d KiB (growth %.1f MiB); upload %.0f MB/s; dd %.0f MB/s; ratio %.2f\n", r, b, p, (p-b)/1024, 209.7152/u, 209.7152/d, d/u}' |
         tee -a "$WORK/upload.txt"
 done
