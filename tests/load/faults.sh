@@ -41,7 +41,10 @@
 # Knobs (environment): OVERLOAD_DURATION (15s), OVERLOAD_FACTOR (3),
 # CAPACITY_CONCURRENCY (16), OUTAGE_RATE (60), OUTAGE_CUT (10),
 # DB_PROXY_MODE (reset | blackhole), SHUTDOWN_RATE (50), SOAK_RATE (100),
-# DURATION (10m, the soak), SERVER_CPUS (0), LOAD_CPUS (1), PG_URL, LOAD_DB
+# DURATION (10m, the soak), SERVER_CPUS (0), LOAD_CPUS (1), PG_NICE (unset:
+# PostgreSQL's priority untouched; N: its backends at nice N for the run, see
+# lib.sh pg_nice), ON_LIMIT (another users_search limit for overload's "on"
+# row), PG_URL, LOAD_DB
 # (boardroom_faults), KEEP_LOGS=1, KEEP_DB=1.
 set -euo pipefail
 LIB_NAME=faults.sh
@@ -65,6 +68,7 @@ SOAK_SAMPLE=${SOAK_SAMPLE:-10}
 WARMUP_SHARE=${WARMUP_SHARE:-0.2}
 
 ensure_tools
+pg_nice
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 build_release
 seed_database

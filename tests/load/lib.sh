@@ -15,6 +15,9 @@ USERS=${USERS:-100000}
 ORGS=${ORGS:-100}
 SERVER_CPUS=${SERVER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
+# PG_NICE=N runs PostgreSQL's backends at nice N for the run (see pg_nice).
+PG_NICE=${PG_NICE:-}
+PG_NICE_RESTORE=()
 export BOARDROOM__AUTH__JWT_SECRET=${BOARDROOM__AUTH__JWT_SECRET:-load-harness-secret-0123456789}
 export DB_DIRECT_URL="$PG_URL/$LOAD_DB"
 
@@ -47,6 +50,10 @@ lib_cleanup() {
     for pid in "${PIDS[@]}"; do
         stop_pid "$pid"
     done
+    if (( ${#PG_NICE_RESTORE[@]} )); then
+        renice -n "${PG_NICE_RESTORE[1]}" -p "${PG_NICE_RESTORE[0]}" >/dev/null 2>&1 || true
+        log "postmaster ${PG_NICE_RESTORE[0]} back at nice ${PG_NICE_RESTORE[1]}"
+    fi
     if [[ "${KEEP_DB:-0}" != 1 ]]; then
         psql "$PG_URL/postgres" -qAtc "DROP DATABASE IF EXISTS $LOAD_DB WITH (FORCE)" >/dev/null 2>&1 || true
     fi
@@ -81,6 +88,24 @@ ensure_tools() {
         SERVER_PIN=(taskset -c "$SERVER_CPUS")
         LOAD_PIN=(taskset -c "$LOAD_CPUS")
     fi
+}
+
+# pg_nice: with PG_NICE set, renices PostgreSQL's postmaster, so the
+# backends it forks from now on (every connection the service opens after
+# this) run at that priority; restored on exit. On a 2-vCPU box where the
+# database shares the cores with the service and the load generator, this
+# stands in for a database on its own host: the service's and the client's
+# wake-ups are not queued behind query execution. Needs the rights to read
+# the data directory's postmaster.pid and to renice (root).
+pg_nice() {
+    [[ -n $PG_NICE ]] || return 0
+    local dir pid old
+    dir=$(psql "$PG_URL/postgres" -qAtc 'SHOW data_directory') || die "PG_NICE: cannot ask PostgreSQL for its data directory"
+    pid=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null) || die "PG_NICE: cannot read $dir/postmaster.pid"
+    old=$(ps -o ni= -p "$pid" | tr -d ' ')
+    renice -n "$PG_NICE" -p "$pid" >/dev/null || die "PG_NICE: renice $pid failed"
+    PG_NICE_RESTORE=("$pid" "$old")
+    log "postmaster $pid at nice $PG_NICE (was $old) for this run"
 }
 
 free_port() {
