@@ -15,9 +15,12 @@ USERS=${USERS:-100000}
 ORGS=${ORGS:-100}
 SERVER_CPUS=${SERVER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
-# PG_NICE=N runs PostgreSQL's backends at nice N for the run (see pg_nice).
+# PG_NICE=N / PG_CPUS=LIST run PostgreSQL's backends at nice N / on those
+# CPUs for the run (see pg_nice).
 PG_NICE=${PG_NICE:-}
+PG_CPUS=${PG_CPUS:-}
 PG_NICE_RESTORE=()
+PG_CPUS_RESTORE=()
 export BOARDROOM__AUTH__JWT_SECRET=${BOARDROOM__AUTH__JWT_SECRET:-load-harness-secret-0123456789}
 export DB_DIRECT_URL="$PG_URL/$LOAD_DB"
 
@@ -50,6 +53,10 @@ lib_cleanup() {
     for pid in "${PIDS[@]}"; do
         stop_pid "$pid"
     done
+    if (( ${#PG_CPUS_RESTORE[@]} )); then
+        taskset -p -c "${PG_CPUS_RESTORE[1]}" "${PG_CPUS_RESTORE[0]}" >/dev/null 2>&1 || true
+        log "postmaster ${PG_CPUS_RESTORE[0]} back on CPUs ${PG_CPUS_RESTORE[1]}"
+    fi
     if (( ${#PG_NICE_RESTORE[@]} )); then
         renice -n "${PG_NICE_RESTORE[1]}" -p "${PG_NICE_RESTORE[0]}" >/dev/null 2>&1 || true
         log "postmaster ${PG_NICE_RESTORE[0]} back at nice ${PG_NICE_RESTORE[1]}"
@@ -90,22 +97,31 @@ ensure_tools() {
     fi
 }
 
-# pg_nice: with PG_NICE set, renices PostgreSQL's postmaster, so the
-# backends it forks from now on (every connection the service opens after
-# this) run at that priority; restored on exit. On a 2-vCPU box where the
-# database shares the cores with the service and the load generator, this
-# stands in for a database on its own host: the service's and the client's
-# wake-ups are not queued behind query execution. Needs the rights to read
-# the data directory's postmaster.pid and to renice (root).
+# pg_nice: with PG_NICE and/or PG_CPUS set, renices and/or pins
+# PostgreSQL's postmaster, so the backends it forks from now on (every
+# connection the service opens after this) run at that priority / on those
+# CPUs; both restored on exit. On a 2-vCPU box where the database shares the
+# cores with the service and the load generator, this stands in for a
+# database on its own host: the service's and the client's wake-ups are not
+# queued behind query execution. Needs the rights to read the data
+# directory's postmaster.pid, to renice and to set affinity (root).
 pg_nice() {
-    [[ -n $PG_NICE ]] || return 0
+    [[ -n $PG_NICE || -n $PG_CPUS ]] || return 0
     local dir pid old
-    dir=$(psql "$PG_URL/postgres" -qAtc 'SHOW data_directory') || die "PG_NICE: cannot ask PostgreSQL for its data directory"
-    pid=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null) || die "PG_NICE: cannot read $dir/postmaster.pid"
-    old=$(ps -o ni= -p "$pid" | tr -d ' ')
-    renice -n "$PG_NICE" -p "$pid" >/dev/null || die "PG_NICE: renice $pid failed"
-    PG_NICE_RESTORE=("$pid" "$old")
-    log "postmaster $pid at nice $PG_NICE (was $old) for this run"
+    dir=$(psql "$PG_URL/postgres" -qAtc 'SHOW data_directory') || die "PG_NICE/PG_CPUS: cannot ask PostgreSQL for its data directory"
+    pid=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null) || die "PG_NICE/PG_CPUS: cannot read $dir/postmaster.pid"
+    if [[ -n $PG_NICE ]]; then
+        old=$(ps -o ni= -p "$pid" | tr -d ' ')
+        renice -n "$PG_NICE" -p "$pid" >/dev/null || die "PG_NICE: renice $pid failed"
+        PG_NICE_RESTORE=("$pid" "$old")
+        log "postmaster $pid at nice $PG_NICE (was $old) for this run"
+    fi
+    if [[ -n $PG_CPUS ]]; then
+        old=$(taskset -p -c "$pid" | sed 's/.*: //')
+        taskset -p -c "$PG_CPUS" "$pid" >/dev/null || die "PG_CPUS: taskset $pid failed"
+        PG_CPUS_RESTORE=("$pid" "$old")
+        log "postmaster $pid on CPUs $PG_CPUS (was $old) for this run"
+    fi
 }
 
 free_port() {

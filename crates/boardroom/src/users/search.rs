@@ -474,8 +474,9 @@ impl Search {
         sql.push(", count(*) FROM memberships m WHERE");
         self.push_scope(&mut sql);
         sql.push(" GROUP BY 1, 2, 3, 4");
-        let cells: Vec<(String, Option<bool>, Option<String>, bool, i64)> =
-            sql.build_query_as().fetch_all(pool).await?;
+        // (role, isActive, designation, passes the designation filter, count)
+        type Cell = (String, Option<bool>, Option<String>, bool, i64);
+        let cells: Vec<Cell> = sql.build_query_as().fetch_all(pool).await?;
         let mut roles: Vec<(String, i64)> = Vec::new();
         let mut actives: Vec<(Option<bool>, i64)> = Vec::new();
         let mut designations: Vec<(Option<String>, i64)> = Vec::new();
