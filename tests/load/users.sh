@@ -26,7 +26,8 @@
 #      (KEEP_LOGS=1 keeps it, KEEP_DB=1 keeps the database).
 #
 # Knobs (environment): RUNS (3), DURATION (10s), WARMUP (3s), THREADS (wrk -t,
-# 1), SERVER_CPUS (0), WRK_CPUS (1), PG_URL
+# 1), SERVER_CPUS (0), WRK_CPUS (1), SEARCH_QUEUE (64), SEARCH_QUEUE_TIMEOUT
+# (10s), SEARCH_LIMIT (unset: the configured 4 in flight), PG_URL
 # (postgres://postgres@127.0.0.1:5432), LOAD_DB (boardroom_load),
 # BOARDROOM__DATABASE__MAX_CONNECTIONS (unset: the service default, 10; it is
 # passed to plain-search too, so both pools are the same size).
@@ -51,6 +52,10 @@ export BOARDROOM__LOG__LEVEL=warn
 # loop of 32 clients measuring the query and the layers against plain-search,
 # so here the excess waits in the limit's queue instead of getting a 503.
 export BOARDROOM__SERVICES__USERS_SEARCH__CONCURRENCY__MAX_QUEUE=${SEARCH_QUEUE:-64}
+# SEARCH_LIMIT=N: another in-flight limit than config/default.toml's 4.
+if [[ -n ${SEARCH_LIMIT:-} ]]; then
+    export BOARDROOM__SERVICES__USERS_SEARCH__CONCURRENCY__MAX_CONCURRENT=$SEARCH_LIMIT
+fi
 export BOARDROOM__SERVICES__USERS_SEARCH__CONCURRENCY__QUEUE_TIMEOUT=${SEARCH_QUEUE_TIMEOUT:-10s}
 export DATABASE_URL="$PG_URL/$LOAD_DB"
 
