@@ -379,10 +379,22 @@ impl Search {
                 " AND NOT m.user_is_active"
             });
         }
-        if let Some(designation) = &self.designation {
-            sql.push(" AND lower(m.user_designation) IS NOT DISTINCT FROM ")
-                .push_bind(designation.as_str());
+        if self.designation.is_some() {
+            sql.push(" AND ");
+            self.push_designation_ok(sql);
         }
+    }
+
+    /// Whether the membership passes the `designation` filter (PostgreSQL's
+    /// `lower()`, a parameter: client text): `true` without one.
+    fn push_designation_ok(&self, sql: &mut QueryBuilder<Postgres>) {
+        match &self.designation {
+            Some(designation) => sql
+                .push("(lower(m.user_designation) IS NOT DISTINCT FROM ")
+                .push_bind(designation.as_str())
+                .push(")"),
+            None => sql.push("true"),
+        };
     }
 
     /// `WITH base AS (…)`: one row per (user, visible membership) passing the
@@ -402,13 +414,7 @@ impl Search {
             None => sql.push("true"),
         };
         sql.push(" AS active_ok, ");
-        match &self.designation {
-            Some(designation) => sql
-                .push("(lower(m.user_designation) IS NOT DISTINCT FROM ")
-                .push_bind(designation.as_str())
-                .push(")"),
-            None => sql.push("true"),
-        };
+        self.push_designation_ok(sql);
         sql.push(" AS designation_ok FROM memberships m WHERE");
         self.push_scope(sql);
         sql.push(") ");
@@ -457,9 +463,9 @@ impl Search {
             // GROUPING() sets a bit per column *not* grouped: role is the
             // high bit, designation the low one.
             match set {
-                0b011 => facets.add_role(role, by_role),
+                0b011 => facets.add_role(role.as_deref(), by_role),
                 0b101 => facets.add_active(is_active, by_active),
-                0b110 => facets.add_designation(designation, by_designation),
+                0b110 => facets.add_designation(designation.as_deref(), by_designation),
                 0b111 => total = all,
                 _ => {}
             }
@@ -475,49 +481,32 @@ impl Search {
     /// each facet over the cells that pass the other faceted filters.
     async fn cube(&self, pool: &PgPool) -> Result<(UserFacets, i64), ApiError> {
         let mut sql = QueryBuilder::new("SELECT m.role, m.user_is_active, m.user_designation, ");
-        // Decided by PostgreSQL's lower(), as in the page's filter; it
-        // depends on the designation only, so it adds no cells.
-        match &self.designation {
-            Some(designation) => sql
-                .push("lower(m.user_designation) IS NOT DISTINCT FROM ")
-                .push_bind(designation.as_str()),
-            None => sql.push("true"),
-        };
+        // Decided in SQL, as in the page's filter; it depends on the
+        // designation only, so it adds no cells.
+        self.push_designation_ok(&mut sql);
         sql.push(", count(*) FROM memberships m WHERE");
         self.push_scope(&mut sql);
         sql.push(" GROUP BY 1, 2, 3, 4");
         // (role, isActive, designation, passes the designation filter, count)
         type Cell = (String, Option<bool>, Option<String>, bool, i64);
         let cells: Vec<Cell> = sql.build_query_as().fetch_all(pool).await?;
-        let mut roles: Vec<(String, i64)> = Vec::new();
-        let mut actives: Vec<(Option<bool>, i64)> = Vec::new();
-        let mut designations: Vec<(Option<String>, i64)> = Vec::new();
+        let mut facets = Facets::default();
         let mut total = 0;
         for (role, is_active, designation, designation_ok, count) in cells {
             let role_ok = self.role.is_none_or(|r| r.as_str() == role);
             let active_ok = self.is_active.is_none_or(|a| is_active == Some(a));
             if active_ok && designation_ok {
-                add(&mut roles, role, count);
+                facets.add_role(Some(&role), count);
             }
             if role_ok && designation_ok {
-                add(&mut actives, is_active, count);
+                facets.add_active(is_active, count);
             }
             if role_ok && active_ok {
-                add(&mut designations, designation, count);
+                facets.add_designation(designation.as_deref(), count);
                 if designation_ok {
                     total += count;
                 }
             }
-        }
-        let mut facets = Facets::default();
-        for (role, count) in roles {
-            facets.add_role(Some(role), count);
-        }
-        for (is_active, count) in actives {
-            facets.add_active(is_active, count);
-        }
-        for (designation, count) in designations {
-            facets.add_designation(designation, count);
         }
         Ok((facets.finish(), total))
     }
@@ -643,38 +632,25 @@ impl Search {
     }
 }
 
-/// Adds `count` to `key`'s entry (a facet has a handful of values).
-fn add<K: PartialEq>(entries: &mut Vec<(K, i64)>, key: K, count: i64) {
-    match entries.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, sum)) => *sum += count,
-        None => entries.push((key, count)),
-    }
-}
-
-/// The three facets being filled: empty values left out, each sorted by
-/// count (descending), then value.
+/// The three facets being filled: counts for the same value add up (the
+/// cells of [`Search::cube`]; the `GROUPING SETS` rows have one per value),
+/// zero counts are left out, each facet is sorted by count (descending),
+/// then value.
 #[derive(Default)]
 struct Facets(UserFacets);
 
 impl Facets {
-    fn add_role(&mut self, role: Option<String>, count: i64) {
-        if count > 0 {
-            self.0.role.push(FacetCount::new(role, count));
-        }
+    fn add_role(&mut self, role: Option<&str>, count: i64) {
+        add(&mut self.0.role, role, count);
     }
 
     fn add_active(&mut self, is_active: Option<bool>, count: i64) {
-        if count > 0 {
-            self.0
-                .is_active
-                .push(FacetCount::new(is_active.map(|b| b.to_string()), count));
-        }
+        let value = is_active.map(|b| if b { "true" } else { "false" });
+        add(&mut self.0.is_active, value, count);
     }
 
-    fn add_designation(&mut self, designation: Option<String>, count: i64) {
-        if count > 0 {
-            self.0.designation.push(FacetCount::new(designation, count));
-        }
+    fn add_designation(&mut self, designation: Option<&str>, count: i64) {
+        add(&mut self.0.designation, designation, count);
     }
 
     fn finish(mut self) -> UserFacets {
@@ -686,6 +662,15 @@ impl Facets {
             facet.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
         }
         self.0
+    }
+}
+
+/// Adds `count` to `value`'s entry of `facet` (a handful of values).
+fn add(facet: &mut Vec<FacetCount>, value: Option<&str>, count: i64) {
+    match facet.iter_mut().find(|f| f.value.as_deref() == value) {
+        Some(entry) => entry.count += count,
+        None if count > 0 => facet.push(FacetCount::new(value.map(str::to_owned), count)),
+        None => {}
     }
 }
 
